@@ -1,0 +1,70 @@
+import { Hono, type MiddlewareHandler } from "hono";
+import { z } from "zod";
+import type { ApiKeyIndex } from "../auth/api_keys.ts";
+import type { RevocationList } from "../auth/revocation.ts";
+import type { TokenService } from "../auth/tokens.ts";
+import type { Config } from "../config.ts";
+import { GatewayError } from "../errors.ts";
+import { parseBody } from "./body.ts";
+import type { AppEnv } from "./context.ts";
+
+const LoginSchema = z.strictObject({ api_key: z.string().min(1).max(256) });
+
+export interface AuthRouteDeps {
+  config: Config;
+  tokens: TokenService;
+  apiKeys: ApiKeyIndex;
+  revocations: RevocationList;
+  requireAuth: MiddlewareHandler<AppEnv>;
+}
+
+/** Login with an API key, logout, and who-am-I. */
+export function authRoutes(deps: AuthRouteDeps) {
+  const { config, tokens, apiKeys, revocations, requireAuth } = deps;
+  const app = new Hono<AppEnv>();
+
+  app.post("/auth/login", async (c) => {
+    const { api_key } = await parseBody(c, LoginSchema);
+    const key = await apiKeys.find(api_key);
+    if (!key) throw new GatewayError("auth.invalid", "unknown API key");
+    const ttl = config.auth.login_ttl_s;
+    const { token } = await tokens.mint({
+      user_id: key.user_id,
+      tenant_id: key.tenant_id,
+      roles: key.roles,
+      mode: key.mode,
+      ttl_s: ttl,
+    });
+    c.var.record.fields.tenant_id = key.tenant_id;
+    c.var.record.fields.user_id = key.user_id;
+    return c.json({
+      access_token: token,
+      token_type: "Bearer",
+      expires_in: ttl,
+      request_id: c.var.requestId,
+    });
+  });
+
+  app.post("/auth/logout", requireAuth, (c) => {
+    const { jti, exp } = c.var.principal;
+    if (!jti || !exp) {
+      throw new GatewayError("request.invalid", "this token has no jti and cannot be revoked");
+    }
+    revocations.revoke(jti, exp * 1000);
+    return c.json({ revoked: true, request_id: c.var.requestId });
+  });
+
+  app.get("/me", requireAuth, (c) => {
+    const { user_id, tenant_id, roles, mode } = c.var.principal;
+    return c.json({
+      user_id,
+      tenant_id,
+      roles,
+      mode,
+      limits: config.tenant_defaults,
+      request_id: c.var.requestId,
+    });
+  });
+
+  return app;
+}

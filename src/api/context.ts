@@ -1,0 +1,13 @@
+import type { Principal } from "../auth/principal.ts";
+import type { RequestRecord } from "../obs/request_record.ts";
+
+/** Per-request values that middleware hands to handlers. */
+export interface AppEnv {
+  Variables: {
+    requestId: string;
+    principal: Principal;
+    record: RequestRecord;
+    /** Error body shape for this route: OpenAI-compatible routes answer in OpenAI's. */
+    errorShape: "v7" | "openai";
+  };
+}

@@ -1,0 +1,22 @@
+import type { MiddlewareHandler } from "hono";
+import type { AppEnv } from "../api/context.ts";
+import { GatewayError } from "../errors.ts";
+import type { TokenService } from "./tokens.ts";
+
+/** Extracts the bearer token; `undefined` when the header is absent or malformed. */
+export function bearerToken(header: string | undefined): string | undefined {
+  const match = /^Bearer\s+(\S+)$/i.exec(header ?? "");
+  return match?.[1];
+}
+
+/** Requires a valid bearer JWT and puts the caller on the context as `principal`. */
+export function bearerAuth(tokens: TokenService): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const token = bearerToken(c.req.header("authorization"));
+    if (!token) throw new GatewayError("auth.invalid", "missing bearer token");
+    const principal = await tokens.verify(token);
+    c.set("principal", principal);
+    c.var.record.identify(principal);
+    await next();
+  };
+}

@@ -1,0 +1,256 @@
+import { z } from "zod";
+import { Secret } from "./secret.ts";
+
+export type Env = Record<string, string | undefined>;
+
+/**
+ * A credential in config is either a literal or `env:NAME`, so that files can
+ * be committed without secrets. Resolution happens once, at boot.
+ */
+function secretRef(env: Env) {
+  return z.string().min(1).transform((ref, ctx) => {
+    if (!ref.startsWith("env:")) return new Secret(ref);
+    const value = env[ref.slice(4)];
+    if (value === undefined || value === "") {
+      ctx.addIssue({ code: "custom", message: `environment variable ${ref.slice(4)} is not set` });
+      return z.NEVER;
+    }
+    return new Secret(value);
+  });
+}
+
+const positiveInt = z.number().int().positive();
+const nonNegativeInt = z.number().int().nonnegative();
+
+export const ROLE_NAMES = ["admin", "tenant_admin", "user"] as const;
+export const ModeSchema = z.enum(["byok", "managed"]);
+export type Mode = z.infer<typeof ModeSchema>;
+
+const mockProvider = z.object({
+  protocol: z.literal("mock"),
+  first_token_ms: nonNegativeInt.default(0),
+  inter_token_ms: nonNegativeInt.default(0),
+  /** What an injected failure looks like. */
+  fail: z.enum(["none", "unavailable", "rate_limited", "timeout", "mid_stream"]).default("none"),
+  /** Fail every Nth call (1 = every call); deterministic so tests and demos repeat. */
+  fail_every: positiveInt.default(1),
+});
+
+export function buildConfigSchema(env: Env) {
+  const secret = secretRef(env);
+  const openaiProvider = z.object({
+    protocol: z.literal("openai"),
+    base_url: z.url(),
+    api_key: secret.optional(),
+    /** `azure` switches to deployment URLs, `api-version` and the `api-key` header. */
+    flavor: z.enum(["openai", "azure"]).default("openai"),
+    api_version: z.string().optional(),
+  }).refine((p) => p.flavor !== "azure" || p.api_version, {
+    message: "api_version is required when flavor is azure",
+    path: ["api_version"],
+  });
+  const anthropicProvider = z.object({
+    protocol: z.literal("anthropic"),
+    base_url: z.url().default("https://api.anthropic.com"),
+    api_key: secret.optional(),
+    anthropic_version: z.string().default("2023-06-01"),
+  });
+
+  const provider = z.discriminatedUnion("protocol", [
+    openaiProvider,
+    anthropicProvider,
+    mockProvider,
+  ]);
+
+  const modelAlias = z.object({
+    deployments: z.array(z.object({ provider: z.string().min(1), model: z.string().min(1) }))
+      .min(1),
+    price: z.object({
+      input_per_1m: z.number().nonnegative(),
+      output_per_1m: z.number().nonnegative(),
+    }),
+    /** Output cap used when a request sets no `max_tokens`. */
+    max_output_tokens: positiveInt.default(4096),
+  });
+
+  const apiKey = z.object({
+    id: z.string().min(1),
+    /** `sha256:<hex>` of the key; the key itself is never stored. */
+    hash: z.string().regex(/^sha256:[0-9a-f]{64}$/, "must be sha256:<64 hex chars>"),
+    tenant_id: z.string().min(1),
+    user_id: z.string().min(1),
+    roles: z.array(z.enum(ROLE_NAMES)).default(["user"]),
+    mode: ModeSchema.default("byok"),
+  });
+
+  return z.object({
+    server: z.object({
+      host: z.string().min(1).default("127.0.0.1"),
+      port: z.number().int().min(0).max(65535).default(8080),
+      max_body_bytes: positiveInt.default(1_048_576),
+    }).prefault({}),
+    data_dir: z.string().min(1).default("./data"),
+    auth: z.object({
+      /** HS256 secret for tokens this gateway signs; generated under data_dir when absent. */
+      jwt_secret: secret.optional(),
+      issuer: z.string().min(1).default("convergio-gateway"),
+      audience: z.string().min(1).optional(),
+      jwks_url: z.url().optional(),
+      jwks_file: z.string().min(1).optional(),
+      /** Required `iss` of external (JWKS) tokens, when set. */
+      jwks_issuer: z.string().min(1).optional(),
+      /** Algorithms accepted from the external JWKS. `none` and HS* are never accepted there. */
+      jwks_algorithms: z.array(z.enum(["RS256", "ES256", "EdDSA"])).min(1).default([
+        "RS256",
+        "ES256",
+        "EdDSA",
+      ]),
+      clock_skew_s: nonNegativeInt.default(30),
+      login_ttl_s: positiveInt.default(900),
+      api_keys: z.array(apiKey).default([]),
+    }).prefault({}),
+    routing: z.object({
+      timeout_ms: positiveInt.default(30_000),
+      first_byte_timeout_ms: positiveInt.default(10_000),
+      /** Attempts per request across all deployments of an alias. */
+      max_attempts: positiveInt.default(3),
+      backoff_ms: nonNegativeInt.default(100),
+      breaker: z.object({
+        failure_threshold: positiveInt.default(5),
+        cooldown_ms: positiveInt.default(30_000),
+      }).prefault({}),
+    }).prefault({}),
+    providers: z.record(z.string().min(1), provider),
+    /** Alias used when a V7 request names none; the first alias when unset. */
+    default_model: z.string().min(1).optional(),
+    models: z.record(z.string().min(1), modelAlias),
+    tenant_defaults: z.object({
+      rpm: positiveInt.default(600),
+      tpm: positiveInt.default(200_000),
+      daily_budget_usd: z.number().nonnegative().default(5),
+      monthly_budget_usd: z.number().nonnegative().default(20),
+    }).prefault({}),
+    tenants: z.record(
+      z.string().min(1),
+      z.object({ byok_keys: z.record(z.string().min(1), secret).default({}) }),
+    ).default({}),
+  }).superRefine((cfg, ctx) => {
+    for (const [alias, model] of Object.entries(cfg.models)) {
+      model.deployments.forEach((d, i) => {
+        if (!cfg.providers[d.provider]) {
+          ctx.addIssue({
+            code: "custom",
+            path: ["models", alias, "deployments", i, "provider"],
+            message: `unknown provider "${d.provider}"`,
+          });
+        }
+      });
+    }
+    if (cfg.default_model && !cfg.models[cfg.default_model]) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["default_model"],
+        message: `unknown model "${cfg.default_model}"`,
+      });
+    }
+    if (cfg.auth.jwks_url && cfg.auth.jwks_file) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["auth", "jwks_file"],
+        message: "set jwks_url or jwks_file, not both",
+      });
+    }
+  });
+}
+
+export type Config = z.infer<ReturnType<typeof buildConfigSchema>>;
+export type ProviderConfig = Config["providers"][string];
+export type ModelConfig = Config["models"][string];
+export type MockProviderConfig = z.infer<typeof mockProvider>;
+
+/** The embedded defaults: the demo provider, so `deno task start` needs nothing else. */
+export const EMBEDDED_DEFAULTS = {
+  providers: { demo: { protocol: "mock", first_token_ms: 40, inter_token_ms: 15 } },
+  models: {
+    "convergio-demo": {
+      deployments: [{ provider: "demo", model: "demo-large" }],
+      price: { input_per_1m: 2.5, output_per_1m: 10 },
+    },
+    "convergio-demo-mini": {
+      deployments: [{ provider: "demo", model: "demo-mini" }],
+      price: { input_per_1m: 0.15, output_per_1m: 0.6 },
+    },
+  },
+};
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+/** Env vars that override config fields; the README's configuration table mirrors this. */
+const ENV_FIELDS: Array<[string, string[], (v: string) => unknown]> = [
+  ["HOST", ["server", "host"], String],
+  ["PORT", ["server", "port"], Number],
+  ["MAX_BODY_BYTES", ["server", "max_body_bytes"], Number],
+  ["DATA_DIR", ["data_dir"], String],
+  ["JWT_SECRET", ["auth", "jwt_secret"], String],
+  ["JWT_ISSUER", ["auth", "issuer"], String],
+  ["JWT_AUDIENCE", ["auth", "audience"], String],
+  ["JWKS_URL", ["auth", "jwks_url"], String],
+  ["JWKS_FILE", ["auth", "jwks_file"], String],
+  ["JWKS_ISSUER", ["auth", "jwks_issuer"], String],
+  ["JWT_ALGORITHMS", ["auth", "jwks_algorithms"], (v) => v.split(",").map((s) => s.trim())],
+];
+
+function setPath(target: Record<string, unknown>, path: string[], value: unknown) {
+  let node = target;
+  for (const key of path.slice(0, -1)) {
+    const next = node[key];
+    node[key] = typeof next === "object" && next !== null ? next : {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[path[path.length - 1]] = value;
+}
+
+/**
+ * Builds the config from the optional JSON file named by GATEWAY_CONFIG, then
+ * env overrides, then embedded defaults for providers and models. Throws one
+ * ConfigError naming every offending field.
+ */
+export function loadConfig(env: Env, readFile: (path: string) => string): Config {
+  let raw: Record<string, unknown> = {};
+  const file = env.GATEWAY_CONFIG;
+  if (file) {
+    let text: string;
+    try {
+      text = readFile(file);
+    } catch (err) {
+      throw new ConfigError(`config error: cannot read GATEWAY_CONFIG file ${file}: ${err}`);
+    }
+    try {
+      raw = JSON.parse(text);
+    } catch (err) {
+      throw new ConfigError(`config error: GATEWAY_CONFIG file ${file} is not valid JSON: ${err}`);
+    }
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+      throw new ConfigError(`config error: GATEWAY_CONFIG file ${file} must hold a JSON object`);
+    }
+  }
+  raw.providers ??= EMBEDDED_DEFAULTS.providers;
+  raw.models ??= EMBEDDED_DEFAULTS.models;
+  for (const [name, path, convert] of ENV_FIELDS) {
+    const value = env[name];
+    if (value !== undefined && value !== "") setPath(raw, path, convert(value));
+  }
+  const parsed = buildConfigSchema(env).safeParse(raw);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) =>
+      `${issue.path.join(".") || "(root)"}: ${issue.message}`
+    );
+    throw new ConfigError(`config error: ${lines.join("; ")}`);
+  }
+  return parsed.data;
+}

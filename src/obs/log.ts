@@ -1,0 +1,34 @@
+/** Where log lines go: stdout in production, an array in tests. */
+export type LogSink = (line: string) => void;
+
+export type LogFields = Record<string, unknown>;
+
+/** Field names whose values are credentials, whatever object they sit in. */
+const SENSITIVE = /(^|_)(authorization|secret|password|token|cookie|key)$/i;
+
+export function redactFields(fields: LogFields): LogFields {
+  const out: LogFields = {};
+  for (const [key, value] of Object.entries(fields)) {
+    out[key] = SENSITIVE.test(key) && value != null && typeof value !== "number"
+      ? "[redacted]"
+      : value !== null && typeof value === "object" && !Array.isArray(value)
+      ? redactFields(value as LogFields)
+      : value;
+  }
+  return out;
+}
+
+/** One JSON object per line, with credentials redacted by field name. */
+export function createLogger(sink: LogSink, now: () => number = Date.now) {
+  const write = (level: string, msg: string, fields: LogFields = {}) =>
+    sink(
+      JSON.stringify({ ts: new Date(now()).toISOString(), level, msg, ...redactFields(fields) }),
+    );
+  return {
+    info: (msg: string, fields?: LogFields) => write("info", msg, fields),
+    warn: (msg: string, fields?: LogFields) => write("warn", msg, fields),
+    error: (msg: string, fields?: LogFields) => write("error", msg, fields),
+  };
+}
+
+export type Logger = ReturnType<typeof createLogger>;

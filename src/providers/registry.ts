@@ -1,0 +1,28 @@
+import type { Config, ProviderConfig } from "../config.ts";
+import { createMockAdapter } from "./mock.ts";
+import { createAnthropicAdapter } from "./openai_anthropic.ts";
+import { azureOpenAIEndpoint } from "./openai_azureopenai.ts";
+import { createOpenAIAdapter, openaiEndpoint } from "./openai_openai.ts";
+import type { ProviderAdapter } from "./types.ts";
+
+/** One adapter per configured provider, chosen by wire protocol. */
+export function adapterFor(cfg: ProviderConfig): ProviderAdapter {
+  switch (cfg.protocol) {
+    case "mock":
+      return createMockAdapter(cfg);
+    case "anthropic":
+      return createAnthropicAdapter({ baseUrl: cfg.base_url, version: cfg.anthropic_version });
+    case "openai":
+      return createOpenAIAdapter(
+        cfg.flavor === "azure"
+          ? azureOpenAIEndpoint(cfg.base_url, cfg.api_version!)
+          : openaiEndpoint(cfg.base_url),
+      );
+  }
+}
+
+export function buildAdapters(config: Config): Record<string, ProviderAdapter> {
+  return Object.fromEntries(
+    Object.entries(config.providers).map(([name, cfg]) => [name, adapterFor(cfg)]),
+  );
+}
