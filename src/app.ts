@@ -35,6 +35,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
 
   app.use(requestContext(log, clock));
+  app.use("/v1/chat/completions", openaiErrorShape);
+  app.use("/v1/models", openaiErrorShape);
   app.use(
     "/v1/*",
     bodyLimit({
@@ -51,8 +53,6 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 
   app.get("/healthz", (c) => c.json({ status: "ok" }));
   app.route("/v1", authRoutes({ ...deps, requireAuth }));
-  app.use("/v1/chat/completions", openaiErrorShape);
-  app.use("/v1/models", openaiErrorShape);
   app.use("/v1/chat/*", requireAuth);
   app.use("/v1/models", requireAuth);
   app.route("/v1", openaiChatRoutes(config, chat, clock));
