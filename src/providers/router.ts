@@ -127,12 +127,14 @@ export function createRouter(deps: RouterDeps) {
 
   /**
    * Runs `exec` against deployments in order until one succeeds. The attempt's
-   * signal enforces the total timeout and, until `exec` calls `firstByte`, the
-   * first-byte timeout. The returned `release` must be called when the call is
-   * over, to stop the total-timeout timer.
+   * signal enforces the total timeout and, for streams until `exec` calls
+   * `firstByte`, the first-byte timeout. (A non-streamed answer arrives whole,
+   * so only the total applies.) The returned `release` must be called when the
+   * call is over, to stop the total-timeout timer.
    */
   async function attempt<T>(
     p: RouteParams,
+    streaming: boolean,
     exec: (t: Target, call: UpstreamCall, firstByte: () => void) => Promise<T>,
   ): Promise<{ value: T; target: Target; attempts: number; release: () => void }> {
     const list = targets(p);
@@ -154,10 +156,9 @@ export function createRouter(deps: RouterDeps) {
       const onClientAbort = () => ctrl.abort(p.signal.reason);
       p.signal.addEventListener("abort", onClientAbort, { once: true });
       const total = setTimeout(() => ctrl.abort(new AttemptTimeout("total")), opts.timeout_ms);
-      const firstByteTimer = setTimeout(
-        () => ctrl.abort(new AttemptTimeout("first_byte")),
-        opts.first_byte_timeout_ms,
-      );
+      const firstByteTimer = streaming
+        ? setTimeout(() => ctrl.abort(new AttemptTimeout("first_byte")), opts.first_byte_timeout_ms)
+        : undefined;
       const release = () => {
         clearTimeout(total);
         clearTimeout(firstByteTimer);
@@ -195,7 +196,7 @@ export function createRouter(deps: RouterDeps) {
   }
 
   async function complete(p: RouteParams): Promise<Routed & { result: ChatResult }> {
-    const r = await attempt(p, (t, call) => t.adapter.complete(call));
+    const r = await attempt(p, false, (t, call) => t.adapter.complete(call));
     r.release();
     return {
       result: r.value,
@@ -206,7 +207,7 @@ export function createRouter(deps: RouterDeps) {
   }
 
   async function stream(p: RouteParams): Promise<RoutedStream> {
-    const r = await attempt(p, async (t, call, firstByte) => {
+    const r = await attempt(p, true, async (t, call, firstByte) => {
       const it = t.adapter.stream(call)[Symbol.asyncIterator]();
       const first = await it.next();
       firstByte();

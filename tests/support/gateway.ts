@@ -1,6 +1,6 @@
 import { createApp } from "../../src/app.ts";
 import type { AppDeps } from "../../src/app.ts";
-import { type ComposeOverrides, composeDeps } from "../../src/compose.ts";
+import { composeDeps, type ComposeOverrides } from "../../src/compose.ts";
 import { buildConfigSchema, type Config, type Env } from "../../src/config.ts";
 
 /** A config for tests: the demo provider with no delays unless the test says otherwise. */
@@ -22,7 +22,9 @@ export interface TestGateway {
   url: string;
   deps: AppDeps;
   logs: Array<Record<string, unknown>>;
-  token(claims?: Partial<{ tenant: string; user: string; mode: "byok" | "managed" }>): Promise<string>;
+  token(
+    claims?: Partial<{ tenant: string; user: string; mode: "byok" | "managed" }>,
+  ): Promise<string>;
   close(): Promise<void>;
 }
 
