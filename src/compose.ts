@@ -27,7 +27,7 @@ export async function composeDeps(
   const secret = config.auth.jwt_secret
     ? new TextEncoder().encode(config.auth.jwt_secret.reveal())
     : await loadOrCreateDevSecret(config.data_dir);
-  const revocations = new RevocationList(clock);
+  const revocations = new RevocationList(clock, config.auth.clock_skew_s * 1000);
   const tokens = createTokenService({
     auth: config.auth,
     secret,

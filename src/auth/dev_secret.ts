@@ -14,7 +14,7 @@ export async function loadOrCreateDevSecret(dataDir: string): Promise<Uint8Array
   const secret = crypto.getRandomValues(new Uint8Array(32));
   await Deno.mkdir(dataDir, { recursive: true });
   await Deno.writeTextFile(path, base64url.encode(secret) + "\n", { mode: 0o600, createNew: true })
-    .catch(async (err) => {
+    .catch((err) => {
       // Another process won the race to create it: use theirs.
       if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
     });

@@ -7,12 +7,13 @@ import type { Clock } from "../clock.ts";
 export class RevocationList {
   #revoked = new Map<string, number>();
 
-  constructor(private readonly clock: Clock) {}
+  /** `graceMs` is how long verification still accepts a token past `exp` (its clock skew). */
+  constructor(private readonly clock: Clock, private readonly graceMs = 0) {}
 
   revoke(jti: string, expiresAtMs: number): void {
     const now = this.clock.now();
     for (const [id, exp] of this.#revoked) if (exp <= now) this.#revoked.delete(id);
-    this.#revoked.set(jti, expiresAtMs);
+    this.#revoked.set(jti, expiresAtMs + this.graceMs);
   }
 
   isRevoked(jti: string): boolean {

@@ -83,8 +83,12 @@ export function createOpenAIAdapter(endpoint: OpenAIEndpoint): ProviderAdapter {
     let finish: FinishReason | undefined;
     let usage: TokenUsage | undefined;
     let model = call.request.model;
+    let complete = false;
     for await (const msg of sseMessages(res, call.signal)) {
-      if (msg.data === "[DONE]") break;
+      if (msg.data === "[DONE]") {
+        complete = true;
+        break;
+      }
       const chunk = parseJsonData(msg.data) as {
         model?: string;
         error?: { message?: string };
@@ -118,7 +122,10 @@ export function createOpenAIAdapter(endpoint: OpenAIEndpoint): ProviderAdapter {
       }
       if (choice.finish_reason) finish = toFinish(choice.finish_reason);
     }
-    if (!finish) throw new ProviderError("server", "upstream stream ended before finishing");
+    // Without [DONE] the usage chunk may be missing, and with it the bill.
+    if (!finish || !complete) {
+      throw new ProviderError("server", "upstream stream ended before finishing");
+    }
     yield { type: "done", finish_reason: finish, usage: usage ?? toUsage(null), model };
   }
 

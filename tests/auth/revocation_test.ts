@@ -80,3 +80,13 @@ Deno.test("RevocationList: revoking again updates the expiry", () => {
   clock.t = START_MS + 50_000;
   assert.equal(list.isRevoked("a"), false);
 });
+
+Deno.test("a revocation outlives the token's expiry by the grace period", () => {
+  let now = 0;
+  const list = new RevocationList({ now: () => now }, 30_000);
+  list.revoke("j", 1_000);
+  now = 20_000;
+  assert.equal(list.isRevoked("j"), true);
+  now = 31_000;
+  assert.equal(list.isRevoked("j"), false);
+});

@@ -47,8 +47,8 @@ function setup(
   opts: { jwks?: ReturnType<typeof createLocalJWKSet> } = {},
 ) {
   const clock = new FakeClock();
-  const revocations = new RevocationList(clock);
   const cfg = authConfig(auth);
+  const revocations = new RevocationList(clock, cfg.clock_skew_s * 1000);
   const service = createTokenService({
     auth: cfg,
     secret: SECRET,
