@@ -142,3 +142,16 @@ Deno.test("a bad config is one ConfigError naming each offending field", () => {
     /cannot read GATEWAY_CONFIG file \/missing\.json/,
   );
 });
+
+Deno.test("the shipped production example config is valid", () => {
+  const cfg = loadConfig({
+    GATEWAY_CONFIG: "infra/config/gateway.example.json",
+    JWT_SECRET: "s",
+    OPENAI_API_KEY: "a",
+    AZURE_OPENAI_API_KEY: "b",
+    ANTHROPIC_API_KEY: "c",
+    ACME_OPENAI_KEY: "d",
+  }, Deno.readTextFileSync);
+  assert.equal(cfg.default_model, "gpt-4o-mini");
+  assert.equal(cfg.models["gpt-4o-mini"].deployments.length, 2);
+});

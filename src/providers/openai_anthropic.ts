@@ -170,6 +170,8 @@ export function createAnthropicAdapter(endpoint: AnthropicEndpoint): ProviderAda
     let finish: FinishReason = "stop";
     // Anthropic numbers all content blocks; OpenAI numbers tool calls only.
     const toolIndex = new Map<number, number>();
+    // A tool called with no input streams no JSON at all; OpenAI clients expect "{}".
+    const toolsWithoutArgs = new Set<number>();
     for await (const msg of sseMessages(res, call.signal)) {
       const ev = parseJsonData(msg.data) as {
         type?: string;
@@ -189,6 +191,7 @@ export function createAnthropicAdapter(endpoint: AnthropicEndpoint): ProviderAda
           if (ev.content_block?.type === "tool_use") {
             const index = toolIndex.size;
             toolIndex.set(ev.index ?? 0, index);
+            toolsWithoutArgs.add(index);
             yield {
               type: "tool_call",
               index,
@@ -204,10 +207,18 @@ export function createAnthropicAdapter(endpoint: AnthropicEndpoint): ProviderAda
           } else if (ev.delta?.type === "input_json_delta") {
             const index = toolIndex.get(ev.index ?? 0);
             if (index !== undefined && ev.delta.partial_json) {
+              toolsWithoutArgs.delete(index);
               yield { type: "tool_call", index, arguments: ev.delta.partial_json };
             }
           }
           break;
+        case "content_block_stop": {
+          const index = toolIndex.get(ev.index ?? 0);
+          if (index !== undefined && toolsWithoutArgs.delete(index)) {
+            yield { type: "tool_call", index, arguments: "{}" };
+          }
+          break;
+        }
         case "message_delta":
           if (ev.delta?.stop_reason) finish = toFinish(ev.delta.stop_reason);
           if (ev.usage?.output_tokens !== undefined) usage.output_tokens = ev.usage.output_tokens;

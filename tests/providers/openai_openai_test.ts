@@ -873,3 +873,41 @@ Deno.test("openai stream: a stream cut after finish_reason but before usage and 
     },
   );
 });
+
+Deno.test("openai stream: stopping iteration early releases the upstream response", async () => {
+  let upstreamCancelled!: () => void;
+  const cancelled = new Promise<void>((resolve) => upstreamCancelled = resolve);
+  await withUpstream(
+    () =>
+      new Response(
+        new ReadableStream<Uint8Array>({
+          start(controller) {
+            controller.enqueue(
+              encoder.encode(
+                `data: ${JSON.stringify(chunk({ role: "assistant", content: "" }))}\n\n` +
+                  `data: ${JSON.stringify(chunk({ content: "enough" }))}\n\n`,
+              ),
+            );
+          },
+          cancel() {
+            upstreamCancelled();
+          },
+        }),
+        { headers: { "content-type": "text/event-stream" } },
+      ),
+    async (up) => {
+      const request: ChatRequest = {
+        model: "gpt-4o-mini",
+        messages: [{ role: "user", content: "x" }],
+      };
+      const seen: ProviderEvent[] = [];
+      for await (const ev of openai(up.origin).stream(makeCall(request))) {
+        seen.push(ev);
+        break;
+      }
+      assert.deepEqual(seen, [{ type: "text", text: "enough" }]);
+      // Leaving the loop cancels the upstream body instead of leaking it.
+      await cancelled;
+    },
+  );
+});

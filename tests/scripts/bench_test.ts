@@ -1,0 +1,24 @@
+import assert from "node:assert/strict";
+import { percentiles, run } from "../../scripts/bench/added_latency.ts";
+
+Deno.test("percentiles pick from the sorted samples", () => {
+  const p = percentiles([5, 1, 4, 2, 3]);
+  assert.equal(p.p50, 3);
+  assert.equal(p.p99, 5);
+  assert.equal(p.mean, 3);
+});
+
+Deno.test("the added-latency benchmark runs end to end and prints its table", async () => {
+  const out = await run(["--requests", "5", "--warmup", "1"]);
+  const rows = out.split("\n").filter((l) => l.startsWith("| "));
+  assert.deepEqual(rows.map((r) => r.split("|")[1].trim()), [
+    "target",
+    "direct to mock",
+    "through gateway",
+    "added",
+  ]);
+  for (const row of rows.slice(1)) {
+    const cells = row.split("|").slice(2, 5).map((c) => Number(c.trim()));
+    assert.ok(cells.every((c) => Number.isFinite(c)), row);
+  }
+});
