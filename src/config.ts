@@ -36,6 +36,21 @@ const mockProvider = z.object({
   fail_every: positiveInt.default(1),
 });
 
+const usd = z.number().nonnegative();
+const planLimits = z.object({
+  rpm: positiveInt.default(600),
+  tpm: positiveInt.default(200_000),
+  /** Per-user burst limits; a user gets the tenant's when unset. */
+  user_rpm: positiveInt.optional(),
+  user_tpm: positiveInt.optional(),
+  daily_budget_usd: usd.default(5),
+  monthly_budget_usd: usd.default(20),
+  /** Per-user spend budgets; none when unset. */
+  user_daily_budget_usd: usd.optional(),
+  user_monthly_budget_usd: usd.optional(),
+});
+export type PlanLimits = z.infer<typeof planLimits>;
+
 export function buildConfigSchema(env: Env) {
   const secret = secretRef(env);
   const openaiProvider = z.object({
@@ -124,16 +139,43 @@ export function buildConfigSchema(env: Env) {
     /** Alias used when a V7 request names none; the first alias when unset. */
     default_model: z.string().min(1).optional(),
     models: z.record(z.string().min(1), modelAlias),
-    tenant_defaults: z.object({
-      rpm: positiveInt.default(600),
-      tpm: positiveInt.default(200_000),
-      daily_budget_usd: z.number().nonnegative().default(5),
-      monthly_budget_usd: z.number().nonnegative().default(20),
-    }).prefault({}),
+    /** Limits of tenants with no plan; named plans and tenant overrides start from these. */
+    tenant_defaults: planLimits.prefault({}),
+    plans: z.record(z.string().min(1), planLimits.partial()).default({}),
     tenants: z.record(
       z.string().min(1),
-      z.object({ byok_keys: z.record(z.string().min(1), secret).default({}) }),
+      z.object({
+        byok_keys: z.record(z.string().min(1), secret).default({}),
+        plan: z.string().min(1).optional(),
+        /** Per-tenant overrides of the plan's limits. */
+        limits: planLimits.partial().default({}),
+        /** Cheaper alias served once spend passes 90% of a budget. */
+        downgrade_model: z.string().min(1).optional(),
+      }),
     ).default({}),
+    guardrails: z.object({
+      store: z.enum(["memory", "redis"]).default("memory"),
+      redis: z.object({
+        /** Upstash REST URL: Upstash itself, or a REST bridge in front of Redis. */
+        url: z.url().optional(),
+        token: secret.optional(),
+        /** Per call; past it the store counts as down and the lane's policy applies. */
+        timeout_ms: positiveInt.default(300),
+        prefix: z.string().min(1).default("cvg"),
+      }).prefault({}),
+      /** Global daily spend cap of the managed lane, in USD; 0 turns it off. */
+      global_daily_cap_usd: z.number().nonnegative().default(100),
+      /** What a lane does while the store is unreachable: refuse (closed) or serve unguarded (open). */
+      failure_policy: z.object({
+        managed: z.enum(["open", "closed"]).default("closed"),
+        byok: z.enum(["open", "closed"]).default("open"),
+      }).prefault({}),
+      /** Downgrade alias for tenants that name none. */
+      downgrade_model: z.string().min(1).optional(),
+      alert_webhook_url: z.url().optional(),
+      /** Longest an admin budget override may last. */
+      override_max_ttl_s: positiveInt.default(7 * 86_400),
+    }).prefault({}),
   }).superRefine((cfg, ctx) => {
     for (const [alias, model] of Object.entries(cfg.models)) {
       model.deployments.forEach((d, i) => {
@@ -151,6 +193,37 @@ export function buildConfigSchema(env: Env) {
         code: "custom",
         path: ["default_model"],
         message: `unknown model "${cfg.default_model}"`,
+      });
+    }
+    for (const [id, tenant] of Object.entries(cfg.tenants)) {
+      if (tenant.plan && !cfg.plans[tenant.plan]) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["tenants", id, "plan"],
+          message: `unknown plan "${tenant.plan}"`,
+        });
+      }
+      if (tenant.downgrade_model && !cfg.models[tenant.downgrade_model]) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["tenants", id, "downgrade_model"],
+          message: `unknown model "${tenant.downgrade_model}"`,
+        });
+      }
+    }
+    const g = cfg.guardrails;
+    if (g.downgrade_model && !cfg.models[g.downgrade_model]) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["guardrails", "downgrade_model"],
+        message: `unknown model "${g.downgrade_model}"`,
+      });
+    }
+    if (g.store === "redis" && (!g.redis.url || !g.redis.token)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["guardrails", "redis", g.redis.url ? "token" : "url"],
+        message: "the redis store needs REDIS_REST_URL and REDIS_REST_TOKEN",
       });
     }
     if (cfg.auth.jwks_url && cfg.auth.jwks_file) {
@@ -203,6 +276,11 @@ const ENV_FIELDS: Array<[string, string[], (v: string) => unknown]> = [
   ["JWKS_FILE", ["auth", "jwks_file"], String],
   ["JWKS_ISSUER", ["auth", "jwks_issuer"], String],
   ["JWT_ALGORITHMS", ["auth", "jwks_algorithms"], (v) => v.split(",").map((s) => s.trim())],
+  ["BUDGET_STORE", ["guardrails", "store"], String],
+  ["REDIS_REST_URL", ["guardrails", "redis", "url"], String],
+  ["REDIS_REST_TOKEN", ["guardrails", "redis", "token"], String],
+  ["GLOBAL_DAILY_CAP_USD", ["guardrails", "global_daily_cap_usd"], Number],
+  ["ALERT_WEBHOOK_URL", ["guardrails", "alert_webhook_url"], String],
 ];
 
 function setPath(target: Record<string, unknown>, path: string[], value: unknown) {

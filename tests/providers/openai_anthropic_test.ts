@@ -1,81 +1,38 @@
 import assert from "node:assert/strict";
 import type { ChatRequest } from "../../src/providers/chat_schema.ts";
 import { createAnthropicAdapter } from "../../src/providers/openai_anthropic.ts";
+import { collectStream, type ProviderAdapter } from "../../src/providers/types.ts";
 import {
-  collectStream,
-  type ProviderAdapter,
-  ProviderError,
-  type ProviderEvent,
-  type UpstreamCall,
-} from "../../src/providers/types.ts";
-import { Secret } from "../../src/secret.ts";
+  assertAbortsMidStream,
+  assertFailsBothWays,
+  assertRejectsProviderError,
+  closedPort,
+  json as jsonResponse,
+  makeCall,
+  splitBytes,
+  sseRaw,
+  stalledSse,
+  streamEvents,
+  testStreamFailures,
+  WEATHER_TOOL,
+  withUpstream,
+} from "../support/recording_upstream.ts";
 
 // ---------------------------------------------------------------------------
-// A local fake Anthropic Messages upstream.
+// The Anthropic Messages wire, served by a local recording upstream.
 // ---------------------------------------------------------------------------
 
-interface Received {
-  method: string;
-  path: string;
-  headers: Record<string, string>;
-  body: Record<string, unknown>;
-}
-
-type Respond = (req: Request, received: Received) => Response | Promise<Response>;
-
-interface Upstream {
-  origin: string;
-  received: Received[];
-}
-
-async function withUpstream(respond: Respond, fn: (up: Upstream) => Promise<void>) {
-  const received: Received[] = [];
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
-    const url = new URL(req.url);
-    const text = await req.text();
-    const rec: Received = {
-      method: req.method,
-      path: url.pathname,
-      headers: Object.fromEntries(req.headers),
-      body: text ? JSON.parse(text) : {},
-    };
-    received.push(rec);
-    return await respond(req, rec);
-  });
-  try {
-    await fn({ origin: `http://127.0.0.1:${server.addr.port}`, received });
-  } finally {
-    await server.shutdown();
-  }
-}
-
+/** A JSON response carrying a `request-id` header, as Anthropic's do. */
 function json(status: number, body: unknown): Response {
-  return new Response(JSON.stringify(body), {
-    status,
-    headers: { "content-type": "application/json", "request-id": "req_011CTest" },
-  });
+  return jsonResponse(status, body, { "request-id": "req_011CTest" });
 }
-
-const encoder = new TextEncoder();
 
 /** One `event: <name>\ndata: <json>\n\n` frame, as Anthropic sends them. */
 function frame(ev: { type: string } & Record<string, unknown>): string {
   return `event: ${ev.type}\ndata: ${JSON.stringify(ev)}\n\n`;
 }
 
-/** An SSE response written as the given raw pieces, one network write each. */
-function sseRaw(pieces: string[]): Response {
-  return new Response(
-    new ReadableStream<Uint8Array>({
-      start(controller) {
-        for (const p of pieces) controller.enqueue(encoder.encode(p));
-        controller.close();
-      },
-    }),
-    { headers: { "content-type": "text/event-stream; charset=utf-8" } },
-  );
-}
-
+/** One frame per network write. */
 function sse(events: Array<{ type: string } & Record<string, unknown>>): Response {
   return sseRaw(events.map(frame));
 }
@@ -161,66 +118,17 @@ function anthropicError(status: number, type: string, msg: string): Response {
 // Call helpers.
 // ---------------------------------------------------------------------------
 
-function makeCall(request: ChatRequest, signal = new AbortController().signal): UpstreamCall {
-  return { request, maxOutputTokens: 1024, apiKey: new Secret("k"), signal };
-}
-
 function anthropic(origin: string): ProviderAdapter {
   // A trailing slash in the configured base URL must not double up.
   return createAnthropicAdapter({ baseUrl: `${origin}/`, version: "2023-06-01" });
 }
 
-const WEATHER_TOOL = {
-  type: "function" as const,
-  function: {
-    name: "get_weather",
-    description: "Current weather for a city",
-    parameters: {
-      type: "object",
-      properties: { city: { type: "string" } },
-      required: ["city"],
-    },
-  },
-};
+/** The one-line request most tests send. */
+function ask(): ChatRequest {
+  return { model: "claude-haiku-4-5", messages: [{ role: "user", content: "x" }] };
+}
+
 const TIME_TOOL = { type: "function" as const, function: { name: "get_time" } };
-
-/** Drops undefined-valued keys so events compare by what they carry. */
-function normalize(events: ProviderEvent[]): ProviderEvent[] {
-  return JSON.parse(JSON.stringify(events));
-}
-
-async function drain(
-  iter: AsyncIterable<ProviderEvent>,
-): Promise<{ events: ProviderEvent[]; error: unknown }> {
-  const events: ProviderEvent[] = [];
-  try {
-    for await (const ev of iter) events.push(ev);
-  } catch (error) {
-    return { events: normalize(events), error };
-  }
-  return { events: normalize(events), error: undefined };
-}
-
-function assertProviderError(
-  err: unknown,
-  kind: ProviderError["kind"],
-  message: string | RegExp,
-  status?: number,
-): void {
-  assert.ok(err instanceof ProviderError, `expected a ProviderError, got ${String(err)}`);
-  assert.equal(err.kind, kind);
-  if (typeof message === "string") assert.equal(err.message, message);
-  else assert.match(err.message, message);
-  assert.equal(err.status, status);
-}
-
-/** A port on 127.0.0.1 that nothing listens on any more. */
-function closedPort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
 
 // ---------------------------------------------------------------------------
 // Request translation
@@ -523,12 +431,8 @@ Deno.test("anthropic complete: stop reasons end_turn→stop, max_tokens→length
     },
     async (up) => {
       const adapter = anthropic(up.origin);
-      const request: ChatRequest = {
-        model: "claude-haiku-4-5",
-        messages: [{ role: "user", content: "x" }],
-      };
       const results = [];
-      for (const _ of reasons) results.push(await adapter.complete(makeCall(request)));
+      for (const _ of reasons) results.push(await adapter.complete(makeCall(ask())));
       assert.deepEqual(
         results.map((r) => [r.finish_reason, r.text]),
         [
@@ -548,14 +452,11 @@ Deno.test("anthropic complete: a body without content is a server ProviderError"
   await withUpstream(
     () => json(200, { id: "msg_x", type: "message", role: "assistant", model: MODEL_SNAPSHOT }),
     async (up) => {
-      const request: ChatRequest = {
-        model: "claude-haiku-4-5",
-        messages: [{ role: "user", content: "x" }],
-      };
-      await assert.rejects(anthropic(up.origin).complete(makeCall(request)), (err) => {
-        assertProviderError(err, "server", "upstream response has no content");
-        return true;
-      });
+      await assertRejectsProviderError(
+        anthropic(up.origin).complete(makeCall(ask())),
+        "server",
+        "upstream response has no content",
+      );
     },
   );
 });
@@ -589,19 +490,9 @@ Deno.test("anthropic errors: HTTP error statuses become classified ProviderError
     () => anthropicError(current.status, current.type, current.message),
     async (up) => {
       const adapter = anthropic(up.origin);
-      const request: ChatRequest = {
-        model: "claude-haiku-4-5",
-        messages: [{ role: "user", content: "x" }],
-      };
       for (const e of HTTP_ERRORS) {
         current = e;
-        await assert.rejects(adapter.complete(makeCall(request)), (err) => {
-          assertProviderError(err, e.kind, e.message, e.status);
-          return true;
-        });
-        const { events, error } = await drain(adapter.stream(makeCall(request)));
-        assert.deepEqual(events, []);
-        assertProviderError(error, e.kind, e.message, e.status);
+        await assertFailsBothWays(adapter, ask(), e.kind, e.message, e.status);
       }
       assert.equal(up.received.length, HTTP_ERRORS.length * 2);
     },
@@ -613,17 +504,7 @@ Deno.test("anthropic errors: an unreachable upstream is a connect ProviderError"
     baseUrl: `http://127.0.0.1:${closedPort()}`,
     version: "2023-06-01",
   });
-  const request: ChatRequest = {
-    model: "claude-haiku-4-5",
-    messages: [{ role: "user", content: "x" }],
-  };
-  await assert.rejects(adapter.complete(makeCall(request)), (err) => {
-    assertProviderError(err, "connect", /^cannot reach upstream: /);
-    return true;
-  });
-  const { events, error } = await drain(adapter.stream(makeCall(request)));
-  assert.deepEqual(events, []);
-  assertProviderError(error, "connect", /^cannot reach upstream: /);
+  await assertFailsBothWays(adapter, ask(), "connect", /^cannot reach upstream: /);
 });
 
 // ---------------------------------------------------------------------------
@@ -649,8 +530,7 @@ Deno.test("anthropic stream: text block 0 then tool_use block 1 gives tool_call 
         MESSAGE_STOP,
       ]),
     async (up) => {
-      const { events, error } = await drain(anthropic(up.origin).stream(makeCall(CONVERSATION)));
-      assert.equal(error, undefined);
+      const events = await streamEvents(anthropic(up.origin).stream(makeCall(CONVERSATION)));
 
       const sent = up.received[0];
       assert.equal(sent.path, "/v1/messages");
@@ -737,8 +617,7 @@ Deno.test("anthropic stream: thinking and text blocks are skipped when numbering
         tools: [WEATHER_TOOL],
         max_tokens: 4096,
       };
-      const { events, error } = await drain(anthropic(up.origin).stream(makeCall(request)));
-      assert.equal(error, undefined);
+      const events = await streamEvents(anthropic(up.origin).stream(makeCall(request)));
       assert.equal(up.received[0].body.max_tokens, 4096);
       assert.equal(up.received[0].body.stream, true);
       assert.deepEqual(events, [
@@ -770,65 +649,40 @@ Deno.test("anthropic stream: max_tokens stop maps to length; frames split mid-li
     MESSAGE_STOP,
   ].map(frame).join("");
   // Cut into 5-byte pieces: through field names, JSON and multi-byte characters.
-  const bytes = encoder.encode(text);
-  const pieces: Uint8Array[] = [];
-  for (let i = 0; i < bytes.length; i += 5) pieces.push(bytes.slice(i, i + 5));
-  await withUpstream(
-    () =>
-      new Response(
-        new ReadableStream<Uint8Array>({
-          start(controller) {
-            for (const p of pieces) controller.enqueue(p);
-            controller.close();
-          },
-        }),
-        { headers: { "content-type": "text/event-stream" } },
-      ),
-    async (up) => {
-      const request: ChatRequest = {
-        model: "claude-haiku-4-5",
-        messages: [{ role: "user", content: "x" }],
-      };
-      const { events, error } = await drain(anthropic(up.origin).stream(makeCall(request)));
-      assert.equal(error, undefined);
-      assert.deepEqual(events, [
-        { type: "text", text: "Ünïcödé " },
-        { type: "text", text: "🚀 and more" },
-        {
-          type: "done",
-          finish_reason: "length",
-          usage: { input_tokens: 12, output_tokens: 5 },
-          model: MODEL_SNAPSHOT,
-        },
-      ]);
-    },
-  );
+  const pieces = splitBytes(text, 5);
+  await withUpstream(() => sseRaw(pieces), async (up) => {
+    const events = await streamEvents(anthropic(up.origin).stream(makeCall(ask())));
+    assert.deepEqual(events, [
+      { type: "text", text: "Ünïcödé " },
+      { type: "text", text: "🚀 and more" },
+      {
+        type: "done",
+        finish_reason: "length",
+        usage: { input_tokens: 12, output_tokens: 5 },
+        model: MODEL_SNAPSHOT,
+      },
+    ]);
+  });
 });
 
-Deno.test("anthropic stream: an in-stream overloaded error event throws a server ProviderError", async () => {
-  await withUpstream(
-    () =>
+// Streams the adapter must end with a ProviderError, after the text they did get.
+testStreamFailures(anthropic, ask(), [
+  {
+    name: "anthropic stream: an in-stream overloaded error event throws a server ProviderError",
+    respond: () =>
       sse([
         messageStart(30),
         textStart(0),
         textDelta(0, "Hel"),
         { type: "error", error: { type: "overloaded_error", message: "Overloaded" } },
       ]),
-    async (up) => {
-      const request: ChatRequest = {
-        model: "claude-haiku-4-5",
-        messages: [{ role: "user", content: "x" }],
-      };
-      const { events, error } = await drain(anthropic(up.origin).stream(makeCall(request)));
-      assert.deepEqual(events, [{ type: "text", text: "Hel" }]);
-      assertProviderError(error, "server", "Overloaded");
-    },
-  );
-});
-
-Deno.test("anthropic stream: an in-stream rate_limit_error event is rate_limited", async () => {
-  await withUpstream(
-    () =>
+    events: [{ type: "text", text: "Hel" }],
+    kind: "server",
+    message: "Overloaded",
+  },
+  {
+    name: "anthropic stream: an in-stream rate_limit_error event is rate_limited",
+    respond: () =>
       sse([
         messageStart(30),
         {
@@ -836,21 +690,13 @@ Deno.test("anthropic stream: an in-stream rate_limit_error event is rate_limited
           error: { type: "rate_limit_error", message: "Number of concurrent connections exceeded" },
         },
       ]),
-    async (up) => {
-      const request: ChatRequest = {
-        model: "claude-haiku-4-5",
-        messages: [{ role: "user", content: "x" }],
-      };
-      const { events, error } = await drain(anthropic(up.origin).stream(makeCall(request)));
-      assert.deepEqual(events, []);
-      assertProviderError(error, "rate_limited", "Number of concurrent connections exceeded");
-    },
-  );
-});
-
-Deno.test("anthropic stream: a malformed JSON data line throws ProviderError", async () => {
-  await withUpstream(
-    () =>
+    events: [],
+    kind: "rate_limited",
+    message: "Number of concurrent connections exceeded",
+  },
+  {
+    name: "anthropic stream: a malformed JSON data line throws ProviderError",
+    respond: () =>
       sseRaw([
         frame(messageStart(30)),
         frame(textStart(0)),
@@ -859,21 +705,13 @@ Deno.test("anthropic stream: a malformed JSON data line throws ProviderError", a
         frame(messageDelta("end_turn", 4)),
         frame(MESSAGE_STOP),
       ]),
-    async (up) => {
-      const request: ChatRequest = {
-        model: "claude-haiku-4-5",
-        messages: [{ role: "user", content: "x" }],
-      };
-      const { events, error } = await drain(anthropic(up.origin).stream(makeCall(request)));
-      assert.deepEqual(events, [{ type: "text", text: "fine" }]);
-      assertProviderError(error, "server", "upstream sent a malformed stream event");
-    },
-  );
-});
-
-Deno.test("anthropic stream: a stream that ends before message_stop throws", async () => {
-  await withUpstream(
-    () =>
+    events: [{ type: "text", text: "fine" }],
+    kind: "server",
+    message: "upstream sent a malformed stream event",
+  },
+  {
+    name: "anthropic stream: a stream that ends before message_stop throws",
+    respond: () =>
       sse([
         messageStart(30),
         textStart(0),
@@ -881,61 +719,25 @@ Deno.test("anthropic stream: a stream that ends before message_stop throws", asy
         blockStop(0),
         messageDelta("end_turn", 2),
       ]),
-    async (up) => {
-      const request: ChatRequest = {
-        model: "claude-haiku-4-5",
-        messages: [{ role: "user", content: "x" }],
-      };
-      const { events, error } = await drain(anthropic(up.origin).stream(makeCall(request)));
-      assert.deepEqual(events, [{ type: "text", text: "cut" }]);
-      assertProviderError(error, "server", "upstream stream ended before message_stop");
-    },
-  );
-});
+    events: [{ type: "text", text: "cut" }],
+    kind: "server",
+    message: "upstream stream ended before message_stop",
+  },
+]);
 
 Deno.test("anthropic stream: aborting mid-stream rejects iteration with the abort reason", async () => {
-  let upstreamCancelled!: () => void;
-  const cancelled = new Promise<void>((resolve) => upstreamCancelled = resolve);
-  await withUpstream(
-    () =>
-      new Response(
-        new ReadableStream<Uint8Array>({
-          start(controller) {
-            controller.enqueue(
-              encoder.encode(
-                frame(messageStart(30)) + frame(textStart(0)) + frame(textDelta(0, "first")),
-              ),
-            );
-            // Then nothing more: the model is still generating.
-          },
-          cancel() {
-            upstreamCancelled();
-          },
-        }),
-        { headers: { "content-type": "text/event-stream" } },
-      ),
-    async (up) => {
-      const controller = new AbortController();
-      const request: ChatRequest = {
-        model: "claude-haiku-4-5",
-        messages: [{ role: "user", content: "x" }],
-      };
-      const it = anthropic(up.origin).stream(makeCall(request, controller.signal))[
-        Symbol.asyncIterator
-      ]();
-      assert.deepEqual(await it.next(), { done: false, value: { type: "text", text: "first" } });
-
-      const reason = new Error("request deadline exceeded");
-      controller.abort(reason);
-      await assert.rejects(it.next(), (err) => {
-        assert.equal(err, reason);
-        return true;
-      });
-      assert.deepEqual(await it.next(), { done: true, value: undefined });
-      // The upstream response was released, not left hanging.
-      await cancelled;
-    },
+  // One text delta, then nothing more: the model is still generating.
+  const upstream = stalledSse(
+    frame(messageStart(30)) + frame(textStart(0)) + frame(textDelta(0, "first")),
   );
+  await withUpstream(upstream.respond, async (up) => {
+    await assertAbortsMidStream(
+      (signal) => anthropic(up.origin).stream(makeCall(ask(), signal)),
+      { type: "text", text: "first" },
+      new Error("request deadline exceeded"),
+      upstream.cancelled,
+    );
+  });
 });
 
 Deno.test("anthropic stream: a tool with no input streams '{}' arguments, as complete() returns", async () => {

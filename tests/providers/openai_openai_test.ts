@@ -5,74 +5,29 @@ import { azureOpenAIEndpoint } from "../../src/providers/openai_azureopenai.ts";
 import {
   collectStream,
   type ProviderAdapter,
-  ProviderError,
   type ProviderEvent,
-  type UpstreamCall,
 } from "../../src/providers/types.ts";
-import { Secret } from "../../src/secret.ts";
+import {
+  assertAbortsMidStream,
+  assertFailsBothWays,
+  assertRejectsProviderError,
+  assertRejectsWith,
+  closedPort,
+  json,
+  makeCall,
+  splitBytes,
+  sseRaw,
+  stalledSse,
+  streamEvents,
+  testCompleteFailures,
+  testStreamFailures,
+  WEATHER_TOOL,
+  withUpstream,
+} from "../support/recording_upstream.ts";
 
 // ---------------------------------------------------------------------------
-// A local fake OpenAI Chat Completions upstream.
+// The OpenAI Chat Completions wire, served by a local recording upstream.
 // ---------------------------------------------------------------------------
-
-interface Received {
-  method: string;
-  path: string;
-  query: Record<string, string>;
-  headers: Record<string, string>;
-  body: Record<string, unknown>;
-}
-
-type Respond = (req: Request, received: Received) => Response | Promise<Response>;
-
-interface Upstream {
-  origin: string;
-  received: Received[];
-}
-
-async function withUpstream(respond: Respond, fn: (up: Upstream) => Promise<void>) {
-  const received: Received[] = [];
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
-    const url = new URL(req.url);
-    const text = await req.text();
-    const rec: Received = {
-      method: req.method,
-      path: url.pathname,
-      query: Object.fromEntries(url.searchParams),
-      headers: Object.fromEntries(req.headers),
-      body: text ? JSON.parse(text) : {},
-    };
-    received.push(rec);
-    return await respond(req, rec);
-  });
-  try {
-    await fn({ origin: `http://127.0.0.1:${server.addr.port}`, received });
-  } finally {
-    await server.shutdown();
-  }
-}
-
-function json(status: number, body: unknown): Response {
-  return new Response(JSON.stringify(body), {
-    status,
-    headers: { "content-type": "application/json" },
-  });
-}
-
-const encoder = new TextEncoder();
-
-/** An SSE response whose body is written as the given raw pieces, in order. */
-function sseRaw(pieces: Array<string | Uint8Array>): Response {
-  return new Response(
-    new ReadableStream<Uint8Array>({
-      start(controller) {
-        for (const p of pieces) controller.enqueue(typeof p === "string" ? encoder.encode(p) : p);
-        controller.close();
-      },
-    }),
-    { headers: { "content-type": "text/event-stream; charset=utf-8" } },
-  );
-}
 
 /** `data: {json}\n\n` lines, as OpenAI sends them, one network write per line. */
 function sse(chunks: Array<unknown>, done = true): Response {
@@ -138,59 +93,9 @@ function openaiError(status: number, message: string, type: string, code: string
 // Call helpers.
 // ---------------------------------------------------------------------------
 
-function makeCall(request: ChatRequest, signal = new AbortController().signal): UpstreamCall {
-  return { request, maxOutputTokens: 1024, apiKey: new Secret("k"), signal };
-}
-
-const WEATHER_TOOL = {
-  type: "function" as const,
-  function: {
-    name: "get_weather",
-    description: "Current weather for a city",
-    parameters: {
-      type: "object",
-      properties: { city: { type: "string" } },
-      required: ["city"],
-    },
-  },
-};
-
-/** Drops undefined-valued keys so events compare by what they carry. */
-function normalize(events: ProviderEvent[]): ProviderEvent[] {
-  return JSON.parse(JSON.stringify(events));
-}
-
-async function drain(
-  iter: AsyncIterable<ProviderEvent>,
-): Promise<{ events: ProviderEvent[]; error: unknown }> {
-  const events: ProviderEvent[] = [];
-  try {
-    for await (const ev of iter) events.push(ev);
-  } catch (error) {
-    return { events: normalize(events), error };
-  }
-  return { events: normalize(events), error: undefined };
-}
-
-function assertProviderError(
-  err: unknown,
-  kind: ProviderError["kind"],
-  message: string | RegExp,
-  status?: number,
-): void {
-  assert.ok(err instanceof ProviderError, `expected a ProviderError, got ${String(err)}`);
-  assert.equal(err.kind, kind);
-  if (typeof message === "string") assert.equal(err.message, message);
-  else assert.match(err.message, message);
-  assert.equal(err.status, status);
-}
-
-/** A port on 127.0.0.1 that nothing listens on any more. */
-function closedPort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
+/** The one-line request most tests send; only the model differs between them. */
+function ask(model = "gpt-4o-mini"): ChatRequest {
+  return { model, messages: [{ role: "user", content: "x" }] };
 }
 
 function openai(origin: string): ProviderAdapter {
@@ -214,12 +119,13 @@ Deno.test("openai complete: posts the request with bearer auth and maps a text r
         ),
       ),
     async (up) => {
+      const messages: ChatRequest["messages"] = [
+        { role: "system", content: "Be brief." },
+        { role: "user", content: "Hi" },
+      ];
       const request: ChatRequest = {
         model: "gpt-4o-mini",
-        messages: [
-          { role: "system", content: "Be brief." },
-          { role: "user", content: "Hi" },
-        ],
+        messages,
         temperature: 0.2,
         max_tokens: 50,
         user: "tenant-7",
@@ -238,10 +144,7 @@ Deno.test("openai complete: posts the request with bearer auth and maps a text r
       assert.equal(sent.headers["api-key"], undefined);
       assert.deepEqual(sent.body, {
         model: "gpt-4o-mini",
-        messages: [
-          { role: "system", content: "Be brief." },
-          { role: "user", content: "Hi" },
-        ],
+        messages,
         temperature: 0.2,
         max_tokens: 50,
         user: "tenant-7",
@@ -309,46 +212,10 @@ Deno.test("openai complete: maps length and content_filter finish reasons", asyn
     () => json(200, completion({ role: "assistant", content: "partial" }, reasons[next++])),
     async (up) => {
       const adapter = openai(up.origin);
-      const request: ChatRequest = {
-        model: "gpt-4o-mini",
-        messages: [{ role: "user", content: "x" }],
-      };
       const got = [];
-      for (const _ of reasons) got.push((await adapter.complete(makeCall(request))).finish_reason);
+      for (const _ of reasons) got.push((await adapter.complete(makeCall(ask()))).finish_reason);
       assert.deepEqual(got, ["length", "content_filter", "stop"]);
       assert.equal(up.received.length, 3);
-    },
-  );
-});
-
-Deno.test("openai complete: a body without choices is a server ProviderError", async () => {
-  await withUpstream(
-    () => json(200, { id: "chatcmpl-x", object: "chat.completion", model: "gpt-4o", choices: [] }),
-    async (up) => {
-      const request: ChatRequest = { model: "gpt-4o", messages: [{ role: "user", content: "x" }] };
-      await assert.rejects(
-        openai(up.origin).complete(makeCall(request)),
-        (err) => {
-          assertProviderError(err, "server", "upstream response has no choices");
-          return true;
-        },
-      );
-    },
-  );
-});
-
-Deno.test("openai complete: an unreadable 200 body is a server ProviderError", async () => {
-  await withUpstream(
-    () => new Response("<html>gateway hiccup</html>", { status: 200 }),
-    async (up) => {
-      const request: ChatRequest = { model: "gpt-4o", messages: [{ role: "user", content: "x" }] };
-      await assert.rejects(
-        openai(up.origin).complete(makeCall(request)),
-        (err) => {
-          assertProviderError(err, "server", /^upstream sent an unreadable body: /);
-          return true;
-        },
-      );
     },
   );
 });
@@ -357,7 +224,7 @@ Deno.test("openai: no api key means no authorization header", async () => {
   await withUpstream(
     () => json(200, completion({ role: "assistant", content: "local" }, "stop")),
     async (up) => {
-      const call = makeCall({ model: "llama3", messages: [{ role: "user", content: "x" }] });
+      const call = makeCall(ask("llama3"));
       delete call.apiKey;
       const result = await openai(up.origin).complete(call);
       assert.equal(result.text, "local");
@@ -367,8 +234,32 @@ Deno.test("openai: no api key means no authorization header", async () => {
 });
 
 // ---------------------------------------------------------------------------
-// HTTP and transport errors
+// Replies complete() must refuse, and HTTP and transport errors
 // ---------------------------------------------------------------------------
+
+// Upstream answers that complete() must turn into a ProviderError.
+testCompleteFailures(openai, ask("gpt-4o"), [
+  {
+    name: "openai complete: a body without choices is a server ProviderError",
+    respond: () =>
+      json(200, { id: "chatcmpl-x", object: "chat.completion", model: "gpt-4o", choices: [] }),
+    kind: "server",
+    message: "upstream response has no choices",
+  },
+  {
+    name: "openai complete: an unreadable 200 body is a server ProviderError",
+    respond: () => new Response("<html>gateway hiccup</html>", { status: 200 }),
+    kind: "server",
+    message: /^upstream sent an unreadable body: /,
+  },
+  {
+    name: "openai errors: a non-JSON error body falls back to the HTTP status",
+    respond: () => new Response("<html><body>502 Bad Gateway</body></html>", { status: 502 }),
+    kind: "server",
+    message: "upstream returned HTTP 502",
+    status: 502,
+  },
+]);
 
 const HTTP_ERRORS = [
   {
@@ -409,48 +300,18 @@ Deno.test("openai errors: HTTP error statuses become classified ProviderErrors (
     () => openaiError(current.status, current.message, current.type, current.code),
     async (up) => {
       const adapter = openai(up.origin);
-      const request: ChatRequest = {
-        model: "gpt-4o-mini",
-        messages: [{ role: "user", content: "x" }],
-      };
       for (const e of HTTP_ERRORS) {
         current = e;
-        await assert.rejects(adapter.complete(makeCall(request)), (err) => {
-          assertProviderError(err, e.kind, e.message, e.status);
-          return true;
-        });
-        const { events, error } = await drain(adapter.stream(makeCall(request)));
-        assert.deepEqual(events, []);
-        assertProviderError(error, e.kind, e.message, e.status);
+        await assertFailsBothWays(adapter, ask(), e.kind, e.message, e.status);
       }
       assert.equal(up.received.length, HTTP_ERRORS.length * 2);
     },
   );
 });
 
-Deno.test("openai errors: a non-JSON error body falls back to the HTTP status", async () => {
-  await withUpstream(
-    () => new Response("<html><body>502 Bad Gateway</body></html>", { status: 502 }),
-    async (up) => {
-      const request: ChatRequest = { model: "gpt-4o", messages: [{ role: "user", content: "x" }] };
-      await assert.rejects(openai(up.origin).complete(makeCall(request)), (err) => {
-        assertProviderError(err, "server", "upstream returned HTTP 502", 502);
-        return true;
-      });
-    },
-  );
-});
-
 Deno.test("openai errors: an unreachable upstream is a connect ProviderError", async () => {
   const adapter = createOpenAIAdapter(openaiEndpoint(`http://127.0.0.1:${closedPort()}/v1`));
-  const request: ChatRequest = { model: "gpt-4o", messages: [{ role: "user", content: "x" }] };
-  await assert.rejects(adapter.complete(makeCall(request)), (err) => {
-    assertProviderError(err, "connect", /^cannot reach upstream: /);
-    return true;
-  });
-  const { events, error } = await drain(adapter.stream(makeCall(request)));
-  assert.deepEqual(events, []);
-  assertProviderError(error, "connect", /^cannot reach upstream: /);
+  await assertFailsBothWays(adapter, ask("gpt-4o"), "connect", /^cannot reach upstream: /);
 });
 
 // ---------------------------------------------------------------------------
@@ -493,8 +354,7 @@ Deno.test("openai stream: sends stream flags and yields text, tool_call fragment
       stream: false,
       stream_options: { include_usage: false },
     };
-    const { events, error } = await drain(openai(up.origin).stream(makeCall(request)));
-    assert.equal(error, undefined);
+    const events = await streamEvents(openai(up.origin).stream(makeCall(request)));
 
     const sent = up.received[0];
     assert.equal(sent.path, "/v1/chat/completions");
@@ -552,18 +412,15 @@ Deno.test("openai stream: SSE split at arbitrary byte boundaries, CRLF and comme
     `data: ${JSON.stringify(usageChunk(5, 3))}\r\n\r\n`,
     "data: [DONE]\r\n\r\n",
   ].join("");
-  const bytes = encoder.encode(text);
-  const pieces: Uint8Array[] = [];
   // Seven-byte slices cut through field names, JSON and multi-byte characters.
-  for (let i = 0; i < bytes.length; i += 7) pieces.push(bytes.slice(i, i + 7));
+  const pieces = splitBytes(text, 7);
 
   await withUpstream(() => sseRaw(pieces), async (up) => {
     const request: ChatRequest = {
       model: "gpt-4o-mini",
       messages: [{ role: "user", content: "go" }],
     };
-    const { events, error } = await drain(openai(up.origin).stream(makeCall(request)));
-    assert.equal(error, undefined);
+    const events = await streamEvents(openai(up.origin).stream(makeCall(request)));
     assert.deepEqual(events, [
       { type: "text", text: "Café " },
       { type: "text", text: "🚀 launch" },
@@ -577,25 +434,37 @@ Deno.test("openai stream: SSE split at arbitrary byte boundaries, CRLF and comme
   });
 });
 
-Deno.test("openai stream: a stream cut off before finish_reason and [DONE] throws", async () => {
-  await withUpstream(
-    () =>
+// Streams the adapter must end with a server ProviderError, after the text they did get.
+testStreamFailures(openai, ask(), [
+  {
+    name: "openai stream: a stream cut off before finish_reason and [DONE] throws",
+    respond: () =>
       sse([chunk({ role: "assistant", content: "" }), chunk({ content: "Half a sent" })], false),
-    async (up) => {
-      const request: ChatRequest = {
-        model: "gpt-4o-mini",
-        messages: [{ role: "user", content: "x" }],
-      };
-      const { events, error } = await drain(openai(up.origin).stream(makeCall(request)));
-      assert.deepEqual(events, [{ type: "text", text: "Half a sent" }]);
-      assertProviderError(error, "server", "upstream stream ended before finishing");
-    },
-  );
-});
-
-Deno.test("openai stream: a malformed JSON data line throws ProviderError", async () => {
-  await withUpstream(
-    () =>
+    events: [{ type: "text", text: "Half a sent" }],
+    kind: "server",
+    message: "upstream stream ended before finishing",
+  },
+  {
+    // OpenAI documents that an interrupted stream may lose the final usage chunk.
+    // Reporting such a stream as done would claim zero tokens used; it must fail
+    // so the gateway falls back to estimating usage for a stream cut short.
+    name: "openai stream: a stream cut after finish_reason but before usage and [DONE] throws",
+    respond: () =>
+      sse(
+        [
+          chunk({ role: "assistant", content: "" }),
+          chunk({ content: "All of it." }),
+          chunk({}, "stop"),
+        ],
+        false,
+      ),
+    events: [{ type: "text", text: "All of it." }],
+    kind: "server",
+    message: "upstream stream ended before finishing",
+  },
+  {
+    name: "openai stream: a malformed JSON data line throws ProviderError",
+    respond: () =>
       sseRaw([
         `data: ${JSON.stringify(chunk({ role: "assistant", content: "" }))}\n\n`,
         `data: ${JSON.stringify(chunk({ content: "ok" }))}\n\n`,
@@ -603,21 +472,13 @@ Deno.test("openai stream: a malformed JSON data line throws ProviderError", asyn
         `data: ${JSON.stringify(chunk({}, "stop"))}\n\n`,
         "data: [DONE]\n\n",
       ]),
-    async (up) => {
-      const request: ChatRequest = {
-        model: "gpt-4o-mini",
-        messages: [{ role: "user", content: "x" }],
-      };
-      const { events, error } = await drain(openai(up.origin).stream(makeCall(request)));
-      assert.deepEqual(events, [{ type: "text", text: "ok" }]);
-      assertProviderError(error, "server", "upstream sent a malformed stream event");
-    },
-  );
-});
-
-Deno.test("openai stream: an in-stream error object throws ProviderError with its message", async () => {
-  await withUpstream(
-    () =>
+    events: [{ type: "text", text: "ok" }],
+    kind: "server",
+    message: "upstream sent a malformed stream event",
+  },
+  {
+    name: "openai stream: an in-stream error object throws ProviderError with its message",
+    respond: () =>
       sse([
         chunk({ role: "assistant", content: "" }),
         chunk({ content: "Once upon" }),
@@ -630,66 +491,44 @@ Deno.test("openai stream: an in-stream error object throws ProviderError with it
           },
         },
       ]),
-    async (up) => {
-      const request: ChatRequest = {
-        model: "gpt-4o-mini",
-        messages: [{ role: "user", content: "x" }],
-      };
-      const { events, error } = await drain(openai(up.origin).stream(makeCall(request)));
-      assert.deepEqual(events, [{ type: "text", text: "Once upon" }]);
-      assertProviderError(
-        error,
-        "server",
-        "The server had an error while processing your request.",
-      );
-    },
+    events: [{ type: "text", text: "Once upon" }],
+    kind: "server",
+    message: "The server had an error while processing your request.",
+  },
+]);
+
+/** A first text chunk, then silence: the upstream is still "thinking". */
+function stalledAfter(text: string) {
+  return stalledSse(
+    `data: ${JSON.stringify(chunk({ role: "assistant", content: "" }))}\n\n` +
+      `data: ${JSON.stringify(chunk({ content: text }))}\n\n`,
   );
-});
+}
 
 Deno.test("openai stream: aborting mid-stream rejects iteration with the abort reason", async () => {
-  let upstreamCancelled!: () => void;
-  const cancelled = new Promise<void>((resolve) => upstreamCancelled = resolve);
-  await withUpstream(
-    () =>
-      new Response(
-        new ReadableStream<Uint8Array>({
-          start(controller) {
-            controller.enqueue(
-              encoder.encode(
-                `data: ${JSON.stringify(chunk({ role: "assistant", content: "" }))}\n\n` +
-                  `data: ${JSON.stringify(chunk({ content: "first" }))}\n\n`,
-              ),
-            );
-            // Then nothing more: the upstream is still "thinking".
-          },
-          cancel() {
-            upstreamCancelled();
-          },
-        }),
-        { headers: { "content-type": "text/event-stream" } },
-      ),
-    async (up) => {
-      const controller = new AbortController();
-      const request: ChatRequest = {
-        model: "gpt-4o-mini",
-        messages: [{ role: "user", content: "x" }],
-      };
-      const it = openai(up.origin).stream(makeCall(request, controller.signal))[
-        Symbol.asyncIterator
-      ]();
-      assert.deepEqual(await it.next(), { done: false, value: { type: "text", text: "first" } });
+  const upstream = stalledAfter("first");
+  await withUpstream(upstream.respond, async (up) => {
+    await assertAbortsMidStream(
+      (signal) => openai(up.origin).stream(makeCall(ask(), signal)),
+      { type: "text", text: "first" },
+      new DOMException("client went away", "AbortError"),
+      upstream.cancelled,
+    );
+  });
+});
 
-      const reason = new DOMException("client went away", "AbortError");
-      controller.abort(reason);
-      await assert.rejects(it.next(), (err) => {
-        assert.equal(err, reason);
-        return true;
-      });
-      assert.deepEqual(await it.next(), { done: true, value: undefined });
-      // The upstream response was released, not left hanging.
-      await cancelled;
-    },
-  );
+Deno.test("openai stream: stopping iteration early releases the upstream response", async () => {
+  const upstream = stalledAfter("enough");
+  await withUpstream(upstream.respond, async (up) => {
+    const seen: ProviderEvent[] = [];
+    for await (const ev of openai(up.origin).stream(makeCall(ask()))) {
+      seen.push(ev);
+      break;
+    }
+    assert.deepEqual(seen, [{ type: "text", text: "enough" }]);
+    // Leaving the loop cancels the upstream body instead of leaking it.
+    await upstream.cancelled;
+  });
 });
 
 Deno.test("openai complete: aborting while waiting for headers rejects with the abort reason", async () => {
@@ -703,18 +542,11 @@ Deno.test("openai complete: aborting while waiting for headers rejects with the 
     },
     async (up) => {
       const controller = new AbortController();
-      const request: ChatRequest = {
-        model: "gpt-4o-mini",
-        messages: [{ role: "user", content: "x" }],
-      };
-      const pending = openai(up.origin).complete(makeCall(request, controller.signal));
+      const pending = openai(up.origin).complete(makeCall(ask(), controller.signal));
       await requestArrived;
       const reason = new Error("deadline exceeded");
       controller.abort(reason);
-      await assert.rejects(pending, (err) => {
-        assert.equal(err, reason);
-        return true;
-      });
+      await assertRejectsWith(pending, reason);
     },
   );
 });
@@ -799,8 +631,7 @@ Deno.test("azure stream: prompt-filter preamble chunk is skipped and usage is re
         model: "gpt4o-eu",
         messages: [{ role: "user", content: "Say hello in French" }],
       };
-      const { events, error } = await drain(adapter.stream(makeCall(request)));
-      assert.equal(error, undefined);
+      const events = await streamEvents(adapter.stream(makeCall(request)));
 
       const sent = up.received[0];
       assert.equal(sent.path, "/openai/deployments/gpt4o-eu/chat/completions");
@@ -836,78 +667,12 @@ Deno.test("azure errors: 429 with Azure's error body is rate_limited", async () 
       }),
     async (up) => {
       const adapter = createOpenAIAdapter(azureOpenAIEndpoint(up.origin, "2024-10-21"));
-      const request: ChatRequest = {
-        model: "gpt4o-eu",
-        messages: [{ role: "user", content: "x" }],
-      };
-      await assert.rejects(adapter.complete(makeCall(request)), (err) => {
-        assertProviderError(err, "rate_limited", /exceeded token rate limit/, 429);
-        return true;
-      });
-    },
-  );
-});
-
-Deno.test("openai stream: a stream cut after finish_reason but before usage and [DONE] throws", async () => {
-  // OpenAI documents that an interrupted stream may lose the final usage chunk.
-  // Reporting such a stream as done would claim zero tokens used; it must fail
-  // so the gateway falls back to estimating usage for a stream cut short.
-  await withUpstream(
-    () =>
-      sse(
-        [
-          chunk({ role: "assistant", content: "" }),
-          chunk({ content: "All of it." }),
-          chunk({}, "stop"),
-        ],
-        false,
-      ),
-    async (up) => {
-      const request: ChatRequest = {
-        model: "gpt-4o-mini",
-        messages: [{ role: "user", content: "x" }],
-      };
-      const { events, error } = await drain(openai(up.origin).stream(makeCall(request)));
-      assert.deepEqual(events, [{ type: "text", text: "All of it." }]);
-      assertProviderError(error, "server", "upstream stream ended before finishing");
-    },
-  );
-});
-
-Deno.test("openai stream: stopping iteration early releases the upstream response", async () => {
-  let upstreamCancelled!: () => void;
-  const cancelled = new Promise<void>((resolve) => upstreamCancelled = resolve);
-  await withUpstream(
-    () =>
-      new Response(
-        new ReadableStream<Uint8Array>({
-          start(controller) {
-            controller.enqueue(
-              encoder.encode(
-                `data: ${JSON.stringify(chunk({ role: "assistant", content: "" }))}\n\n` +
-                  `data: ${JSON.stringify(chunk({ content: "enough" }))}\n\n`,
-              ),
-            );
-          },
-          cancel() {
-            upstreamCancelled();
-          },
-        }),
-        { headers: { "content-type": "text/event-stream" } },
-      ),
-    async (up) => {
-      const request: ChatRequest = {
-        model: "gpt-4o-mini",
-        messages: [{ role: "user", content: "x" }],
-      };
-      const seen: ProviderEvent[] = [];
-      for await (const ev of openai(up.origin).stream(makeCall(request))) {
-        seen.push(ev);
-        break;
-      }
-      assert.deepEqual(seen, [{ type: "text", text: "enough" }]);
-      // Leaving the loop cancels the upstream body instead of leaking it.
-      await cancelled;
+      await assertRejectsProviderError(
+        adapter.complete(makeCall(ask("gpt4o-eu"))),
+        "rate_limited",
+        /exceeded token rate limit/,
+        429,
+      );
     },
   );
 });
