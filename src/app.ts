@@ -15,6 +15,10 @@ import type { Config } from "./config.ts";
 import { GatewayError, openaiErrorBody, toGatewayError, v7ErrorBody } from "./errors.ts";
 import type { Logger } from "./obs/log.ts";
 import type { Router } from "./providers/router.ts";
+import type { Guard } from "./budget/guard.ts";
+import type { BudgetStore } from "./budget/store.ts";
+import type { Metrics } from "./obs/metrics.ts";
+import { adminBudgetRoutes } from "./api/admin_budget.ts";
 
 /** Everything the app needs, injected so tests build the real app with fakes. */
 export interface AppDeps {
@@ -25,11 +29,14 @@ export interface AppDeps {
   revocations: RevocationList;
   apiKeys: ApiKeyIndex;
   router: Router;
+  guard: Guard;
+  store: BudgetStore;
+  metrics: Metrics;
 }
 
 export function createApp(deps: AppDeps): Hono<AppEnv> {
   const { config, clock, log } = deps;
-  const chat = createChatService(config, deps.router);
+  const chat = createChatService(config, deps.router, deps.guard);
   const requireAuth = bearerAuth(deps.tokens);
   const defaultModel = config.default_model ?? Object.keys(config.models)[0];
   const app = new Hono<AppEnv>();
@@ -38,7 +45,6 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.use("/v1/chat/completions", openaiErrorShape);
   app.use("/v1/models", openaiErrorShape);
   app.use(
-    "/v1/*",
     bodyLimit({
       maxSize: config.server.max_body_bytes,
       onError: () => {
@@ -52,11 +58,17 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   );
 
   app.get("/healthz", (c) => c.json({ status: "ok" }));
+  app.get("/metrics", async (c) => {
+    c.header("content-type", deps.metrics.registry.contentType);
+    return c.body(await deps.metrics.registry.metrics());
+  });
   app.route("/v1", authRoutes({ ...deps, requireAuth }));
   app.use("/v1/chat/*", requireAuth);
   app.use("/v1/models", requireAuth);
   app.route("/v1", openaiChatRoutes(config, chat, clock));
   app.route("/v1", v7ChatRoutes(chat, defaultModel, clock));
+  app.use("/admin/*", requireAuth);
+  app.route("/admin", adminBudgetRoutes(deps));
 
   app.notFound((c) => {
     throw new GatewayError("request.invalid", `no route for ${c.req.method} ${c.req.path}`, {
@@ -71,6 +83,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     if (error.code === "internal") {
       log.error("unhandled error", { request_id: requestId, error: String(err) });
     }
+    for (const [name, value] of Object.entries(error.headers)) c.header(name, value);
     const body = c.var.errorShape === "openai"
       ? openaiErrorBody(error, requestId)
       : v7ErrorBody(error, requestId);

@@ -7,6 +7,12 @@ import { type Clock, systemClock } from "./clock.ts";
 import type { Config } from "./config.ts";
 import { createLogger, type LogSink } from "./obs/log.ts";
 import { buildAdapters } from "./providers/registry.ts";
+import { createAlertWebhook } from "./budget/alert_webhook.ts";
+import { createGuard } from "./budget/guard.ts";
+import { MemoryBudgetStore } from "./budget/memory_store.ts";
+import { RedisBudgetStore } from "./budget/redis_store.ts";
+import type { BudgetStore } from "./budget/store.ts";
+import { createMetrics } from "./obs/metrics.ts";
 import { createRouter } from "./providers/router.ts";
 import type { ProviderAdapter } from "./providers/types.ts";
 
@@ -15,6 +21,7 @@ export interface ComposeOverrides {
   logSink?: LogSink;
   /** Replaces configured adapters by provider name. */
   adapters?: Record<string, ProviderAdapter>;
+  store?: BudgetStore;
 }
 
 /** Wires the real dependencies from config; tests override the clock, logs or adapters. */
@@ -36,6 +43,12 @@ export async function composeDeps(
     clock,
   });
   const adapters = { ...buildAdapters(config), ...overrides.adapters };
+  const metrics = createMetrics();
+  const store = overrides.store ??
+    (config.guardrails.store === "redis"
+      ? RedisBudgetStore.fromConfig(config.guardrails.redis)
+      : new MemoryBudgetStore(clock));
+  const alerts = createAlertWebhook({ url: config.guardrails.alert_webhook_url, log, metrics });
   return {
     config,
     clock,
@@ -44,5 +57,8 @@ export async function composeDeps(
     revocations,
     apiKeys: createApiKeyIndex(config.auth.api_keys),
     router: createRouter({ config, adapters, clock }),
+    guard: createGuard({ config, store, clock, log, metrics, alerts }),
+    store,
+    metrics,
   };
 }

@@ -23,6 +23,7 @@ const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();
 
 export const ROLE_NAMES = ["admin", "tenant_admin", "user"] as const;
+export type Role = (typeof ROLE_NAMES)[number];
 export const ModeSchema = z.enum(["byok", "managed"]);
 export type Mode = z.infer<typeof ModeSchema>;
 

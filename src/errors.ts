@@ -4,6 +4,7 @@
  */
 export const ERROR_CODES = {
   "auth.invalid": { status: 401, retryable: false, openaiType: "authentication_error" },
+  "auth.forbidden": { status: 403, retryable: false, openaiType: "permission_error" },
   "quota.exceeded": { status: 429, retryable: true, openaiType: "rate_limit_error" },
   "billing.payment_required": { status: 402, retryable: false, openaiType: "billing_error" },
   "budget.blocked": { status: 402, retryable: false, openaiType: "billing_error" },
@@ -24,11 +25,19 @@ export class GatewayError extends Error {
   readonly retryable: boolean;
   /** The request field at fault, when there is one (OpenAI's `param`). */
   readonly param?: string;
+  /** Response headers the error carries, such as `retry-after`. */
+  readonly headers: Record<string, string>;
 
   constructor(
     code: ErrorCode,
     message: string,
-    opts: { status?: number; param?: string; retryable?: boolean; cause?: unknown } = {},
+    opts: {
+      status?: number;
+      param?: string;
+      retryable?: boolean;
+      cause?: unknown;
+      headers?: Record<string, string>;
+    } = {},
   ) {
     super(message, { cause: opts.cause });
     this.name = "GatewayError";
@@ -36,6 +45,7 @@ export class GatewayError extends Error {
     this.status = opts.status ?? ERROR_CODES[code].status;
     this.retryable = opts.retryable ?? ERROR_CODES[code].retryable;
     this.param = opts.param;
+    this.headers = opts.headers ?? {};
   }
 }
 

@@ -53,6 +53,8 @@ async function main() {
     Deno.addSignalListener(sig, () => ac.abort());
   }
   await server.finished;
+  // Settlements and alert deliveries still in flight finish before exit.
+  await deps.guard.idle();
 }
 
 if (import.meta.main) await main();

@@ -3,6 +3,9 @@ import { z } from "zod";
 import type { ApiKeyIndex } from "../auth/api_keys.ts";
 import type { RevocationList } from "../auth/revocation.ts";
 import type { TokenService } from "../auth/tokens.ts";
+import type { Guard } from "../budget/guard.ts";
+import { tenantLimits } from "../budget/limits.ts";
+import { StoreUnavailable } from "../budget/store.ts";
 import type { Config } from "../config.ts";
 import { GatewayError } from "../errors.ts";
 import { parseBody } from "./body.ts";
@@ -16,11 +19,12 @@ export interface AuthRouteDeps {
   apiKeys: ApiKeyIndex;
   revocations: RevocationList;
   requireAuth: MiddlewareHandler<AppEnv>;
+  guard: Guard;
 }
 
 /** Login with an API key, logout, and who-am-I. */
 export function authRoutes(deps: AuthRouteDeps) {
-  const { config, tokens, apiKeys, revocations, requireAuth } = deps;
+  const { config, tokens, apiKeys, revocations, requireAuth, guard } = deps;
   const app = new Hono<AppEnv>();
 
   app.post("/auth/login", async (c) => {
@@ -54,14 +58,22 @@ export function authRoutes(deps: AuthRouteDeps) {
     return c.json({ revoked: true, request_id: c.var.requestId });
   });
 
-  app.get("/me", requireAuth, (c) => {
-    const { user_id, tenant_id, roles, mode } = c.var.principal;
+  app.get("/me", requireAuth, async (c) => {
+    const principal = c.var.principal;
+    const { user_id, tenant_id, roles, mode } = principal;
+    let budget = null;
+    try {
+      budget = await guard.state(principal);
+    } catch (err) {
+      if (!(err instanceof StoreUnavailable)) throw err;
+    }
     return c.json({
       user_id,
       tenant_id,
       roles,
       mode,
-      limits: config.tenant_defaults,
+      limits: tenantLimits(config, tenant_id),
+      budget,
       request_id: c.var.requestId,
     });
   });

@@ -7,6 +7,7 @@ import { ChatRequestSchema } from "../providers/chat_schema.ts";
 import { parseBody } from "./body.ts";
 import type { ChatService, UsageSummary } from "./chat_service.ts";
 import type { AppEnv } from "./context.ts";
+import { setServedHeaders } from "./served_headers.ts";
 import { driveStream } from "./stream_driver.ts";
 
 /** Mounted ahead of auth, so even auth failures reach OpenAI clients in their shape. */
@@ -56,7 +57,7 @@ export function openaiChatRoutes(config: Config, chat: ChatService, clock: Clock
 
     if (!request.stream) {
       const out = await chat.complete(call);
-      c.header("x-convergio-provider", out.provider);
+      setServedHeaders(c, out);
       return c.json({
         id,
         object: "chat.completion",
@@ -80,7 +81,7 @@ export function openaiChatRoutes(config: Config, chat: ChatService, clock: Clock
     }
 
     const stream = await chat.stream(call);
-    c.header("x-convergio-provider", stream.provider);
+    setServedHeaders(c, stream);
     c.var.record.defer();
     const includeUsage = request.stream_options?.include_usage === true;
     return streamSSE(c, async (sse) => {

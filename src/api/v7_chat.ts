@@ -14,6 +14,7 @@ import {
 import { parseBody } from "./body.ts";
 import type { ChatService } from "./chat_service.ts";
 import type { AppEnv } from "./context.ts";
+import { setServedHeaders } from "./served_headers.ts";
 import { driveStream } from "./stream_driver.ts";
 
 export const V7ChatRequestSchema = z.strictObject({
@@ -71,6 +72,7 @@ export function v7ChatRoutes(chat: ChatService, defaultModel: string, clock: Clo
       record: c.var.record,
       signal: c.req.raw.signal,
     });
+    setServedHeaders(c, out);
     return c.json({
       request_id: c.var.requestId,
       model: out.alias,
@@ -96,6 +98,7 @@ export function v7ChatRoutes(chat: ChatService, defaultModel: string, clock: Clo
       record: c.var.record,
       signal,
     });
+    setServedHeaders(c, stream);
     c.var.record.defer();
     let eventId = 0;
     return streamSSE(c, async (sse) => {
