@@ -38,15 +38,28 @@ const mockProvider = z.object({
 });
 
 const usd = z.number().nonnegative();
+const planFields = {
+  rpm: positiveInt,
+  tpm: positiveInt,
+  /** Per-user burst limits; a user gets the tenant's when unset. */
+  user_rpm: positiveInt,
+  user_tpm: positiveInt,
+  daily_budget_usd: usd,
+  monthly_budget_usd: usd,
+  /** Per-user spend budgets; none when unset. */
+  user_daily_budget_usd: usd,
+  user_monthly_budget_usd: usd,
+};
+/** Plans and tenant overrides name only what they change: no defaults here. */
+const planOverride = z.object(planFields).partial();
 const planLimits = z.object({
+  ...planFields,
   rpm: positiveInt.default(600),
   tpm: positiveInt.default(200_000),
-  /** Per-user burst limits; a user gets the tenant's when unset. */
   user_rpm: positiveInt.optional(),
   user_tpm: positiveInt.optional(),
   daily_budget_usd: usd.default(5),
   monthly_budget_usd: usd.default(20),
-  /** Per-user spend budgets; none when unset. */
   user_daily_budget_usd: usd.optional(),
   user_monthly_budget_usd: usd.optional(),
 });
@@ -142,14 +155,14 @@ export function buildConfigSchema(env: Env) {
     models: z.record(z.string().min(1), modelAlias),
     /** Limits of tenants with no plan; named plans and tenant overrides start from these. */
     tenant_defaults: planLimits.prefault({}),
-    plans: z.record(z.string().min(1), planLimits.partial()).default({}),
+    plans: z.record(z.string().min(1), planOverride).default({}),
     tenants: z.record(
       z.string().min(1),
       z.object({
         byok_keys: z.record(z.string().min(1), secret).default({}),
         plan: z.string().min(1).optional(),
         /** Per-tenant overrides of the plan's limits. */
-        limits: planLimits.partial().default({}),
+        limits: planOverride.default({}),
         /** Cheaper alias served once spend passes 90% of a budget. */
         downgrade_model: z.string().min(1).optional(),
       }),
