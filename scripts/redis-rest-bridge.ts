@@ -89,9 +89,12 @@ export async function startBridge(opts: BridgeOptions) {
     }
   }
 
+  /** HTTP round trips served, so benchmarks can count what a caller costs. */
+  let roundTrips = 0;
   const server = Deno.serve(
     { hostname: opts.hostname ?? "127.0.0.1", port: opts.port, onListen() {} },
     async (req) => {
+      roundTrips++;
       const auth = req.headers.get("authorization") ?? "";
       if (!timingSafeEqual(auth, `Bearer ${opts.token}`)) {
         return Response.json({ error: "Unauthorized" }, { status: 401 });
@@ -133,6 +136,7 @@ export async function startBridge(opts: BridgeOptions) {
 
   return {
     url: `http://${server.addr.hostname}:${server.addr.port}`,
+    roundTrips: () => roundTrips,
     async close() {
       await server.shutdown();
       await redis.close().catch(() => {});

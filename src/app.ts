@@ -80,7 +80,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     const error = toGatewayError(err);
     const requestId = c.var.requestId ?? "unknown";
     c.var.record.fields.error_code = error.code;
-    if (error.code === "internal") {
+    if (error.code === "internal" && !(err instanceof GatewayError)) {
       log.error("unhandled error", { request_id: requestId, error: String(err) });
     }
     for (const [name, value] of Object.entries(error.headers)) c.header(name, value);

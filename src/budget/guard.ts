@@ -228,7 +228,9 @@ export function createGuard(deps: GuardDeps) {
             spend_delta: managed ? actual - reserved : 0,
           }).catch((err) => {
             metrics.budgetStoreErrors.inc({ op: "settle", lane, policy: "retry-by-reconcile" });
-            log.error("budget settle failed; reconciliation will correct it", {
+            // The counters keep the worst-case reservation: spend is over-counted,
+            // never under-counted, until the counters are set from the ledger.
+            log.error("budget settle failed; the reservation stays on the counters", {
               tenant_id: p.tenant_id,
               error: (err as Error).message,
               spend_delta: actual - reserved,

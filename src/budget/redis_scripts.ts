@@ -16,13 +16,14 @@ local function level(key, cap)
   if lvl > cap then return cap end
   return lvl
 end
-local function store(key, lvl)
-  redis.call('HSET', key, 't', tostring(lvl), 'ts', now)
-  redis.call('PEXPIRE', key, MIN * 2)
-end
 local function wait(lvl, want, cap)
   if lvl >= want then return 0 end
   return math.ceil((want - lvl) * MIN / cap)
+end
+-- A bucket lives until it would be full again, so a debt is never forgotten.
+local function store(key, lvl, cap)
+  redis.call('HSET', key, 't', tostring(lvl), 'ts', now)
+  redis.call('PEXPIRE', key, math.max(MIN, wait(lvl, cap, cap)))
 end
 `;
 
@@ -92,7 +93,7 @@ end
 
 for i = 1, 4 do
   lv[i] = lv[i] - cost[i]
-  store(KEYS[i], lv[i])
+  store(KEYS[i], lv[i], caps[i])
 end
 return reply(1, 'ok', 0, frac, down, ad, am, reserved)
 `;
@@ -107,7 +108,7 @@ for i = 1, 2 do
   local cap = tonumber(ARGV[i])
   local lvl = level(KEYS[i], cap) - tonumber(ARGV[3])
   if lvl > cap then lvl = cap end
-  store(KEYS[i], lvl)
+  store(KEYS[i], lvl, cap)
 end
 local d = tonumber(ARGV[4])
 if d ~= 0 then

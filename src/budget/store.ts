@@ -121,22 +121,30 @@ export class StoreUnavailable extends Error {
   }
 }
 
-/** Key names, shared by both stores so that reconciliation addresses the same counters. */
+/**
+ * Key names, shared by both stores so that reconciliation addresses the same
+ * counters. Ids are escaped so that a ":" inside one cannot make two keys meet.
+ */
 export function keys(prefix: string) {
+  const e = encodeURIComponent;
   return {
     requests: (tenant: string, user?: string) =>
-      user === undefined ? `${prefix}:rl:req:t:${tenant}` : `${prefix}:rl:req:u:${tenant}:${user}`,
+      user === undefined
+        ? `${prefix}:rl:req:t:${e(tenant)}`
+        : `${prefix}:rl:req:u:${e(tenant)}:${e(user)}`,
     tokens: (tenant: string, user?: string) =>
-      user === undefined ? `${prefix}:rl:tok:t:${tenant}` : `${prefix}:rl:tok:u:${tenant}:${user}`,
+      user === undefined
+        ? `${prefix}:rl:tok:t:${e(tenant)}`
+        : `${prefix}:rl:tok:u:${e(tenant)}:${e(user)}`,
     spend: (s: SpendScope) =>
       s.scope === "global"
         ? `${prefix}:spend:g:${s.period}:${s.bucket}`
         : s.scope === "tenant"
-        ? `${prefix}:spend:t:${s.id}:${s.period}:${s.bucket}`
-        : `${prefix}:spend:u:${s.tenant}:${s.id}:${s.period}:${s.bucket}`,
-    override: (tenant: string) => `${prefix}:override:${tenant}`,
+        ? `${prefix}:spend:t:${e(s.id)}:${s.period}:${s.bucket}`
+        : `${prefix}:spend:u:${e(s.tenant)}:${e(s.id)}:${s.period}:${s.bucket}`,
+    override: (tenant: string) => `${prefix}:override:${e(tenant)}`,
     alert: (tenant: string, period: "day" | "month", bucket: string) =>
-      `${prefix}:alert:${tenant}:${period}:${bucket}`,
+      `${prefix}:alert:${e(tenant)}:${period}:${bucket}`,
   };
 }
 

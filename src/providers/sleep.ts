@@ -2,6 +2,8 @@
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason);
+    // A zero delay must not cost a timer tick (timers clamp to 1 ms or more).
+    if (ms <= 0) return resolve();
     const onAbort = () => {
       clearTimeout(timer);
       reject(signal!.reason);

@@ -212,7 +212,9 @@ Deno.test("a failed settlement is logged for reconciliation, never thrown", asyn
   const { guard, lines } = setup({}, new Flaky({ now: Date.now }));
   (await guard.admit(managed, request(), "big")).settle({ input_tokens: 1, output_tokens: 1 });
   await guard.idle();
-  assert.ok(lines.some((l) => l.msg === "budget settle failed; reconciliation will correct it"));
+  assert.ok(
+    lines.some((l) => l.msg === "budget settle failed; the reservation stays on the counters"),
+  );
 });
 
 Deno.test("alert webhook retries until delivered, and counts a delivery that never lands", async () => {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { percentiles, run } from "../../scripts/bench/added_latency.ts";
+import { run as runBudget } from "../../scripts/bench/budget.ts";
 
 Deno.test("percentiles pick from the sorted samples", () => {
   const p = percentiles([5, 1, 4, 2, 3]);
@@ -21,4 +22,22 @@ Deno.test("the added-latency benchmark runs end to end and prints its table", as
     const cells = row.split("|").slice(2, 5).map((c) => Number(c.trim()));
     assert.ok(cells.every((c) => Number.isFinite(c)), row);
   }
+});
+
+Deno.test("the budget benchmark runs on the real Redis and admits in one round trip", async () => {
+  const out = await runBudget(["--requests", "5", "--warmup", "1"]);
+  assert.match(
+    out,
+    /redis round trips per admitted request \(hot path, before the provider\): 1$/m,
+  );
+  assert.match(
+    out,
+    /redis round trips per settlement \(after the response, off the hot path\): 1$/m,
+  );
+  const rows = out.split("\n").filter((l) => l.startsWith("| ") && !l.startsWith("| guard"));
+  assert.deepEqual(rows.map((r) => r.split("|")[1].trim()), [
+    "none (router only)",
+    "memory store",
+    "redis store (REST bridge)",
+  ]);
 });

@@ -1,0 +1,127 @@
+/**
+ * Budget guard benchmark: Redis round trips per admitted request, and the
+ * added latency per request of the memory and Redis stores against no guard.
+ * In one run, sequentially, on loopback: "none" calls the router directly;
+ * "memory" and "redis" go through the chat service, guard included. The Redis
+ * store talks to the real Redis on 127.0.0.1:6379 through the REST bridge.
+ *   deno task bench:budget [--requests 2000] [--warmup 200]
+ */
+import { parseArgs } from "node:util";
+import type { Principal } from "../../src/auth/principal.ts";
+import { createChatService } from "../../src/api/chat_service.ts";
+import { RedisBudgetStore } from "../../src/budget/redis_store.ts";
+import { composeDeps } from "../../src/compose.ts";
+import { buildConfigSchema } from "../../src/config.ts";
+import { createLogger } from "../../src/obs/log.ts";
+import { RequestRecord } from "../../src/obs/request_record.ts";
+import { startBridge } from "../redis-rest-bridge.ts";
+import { percentiles } from "./added_latency.ts";
+
+const principal: Principal = {
+  user_id: "bench",
+  tenant_id: "bench",
+  roles: ["user"],
+  mode: "managed",
+};
+const request = { model: "bench", messages: [{ role: "user" as const, content: "hello" }] };
+
+async function time(n: number, warmup: number, fn: () => Promise<unknown>) {
+  const samples: number[] = [];
+  for (let i = 0; i < warmup + n; i++) {
+    const t0 = performance.now();
+    await fn();
+    if (i >= warmup) samples.push(performance.now() - t0);
+  }
+  return percentiles(samples);
+}
+
+export async function run(args: string[]): Promise<string> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      requests: { type: "string", default: "2000" },
+      warmup: { type: "string", default: "200" },
+      "redis-url": { type: "string", default: "redis://127.0.0.1:6379" },
+    },
+  });
+  const n = Number(values.requests);
+  const warmup = Number(values.warmup);
+  const token = crypto.randomUUID();
+  const bridge = await startBridge({ port: 0, token, redisUrl: values["redis-url"]! });
+  const prefix = `bench:${crypto.randomUUID()}`;
+  const config = buildConfigSchema({}).parse({
+    auth: { jwt_secret: token },
+    providers: { demo: { protocol: "mock" } },
+    models: {
+      bench: {
+        deployments: [{ provider: "demo", model: "m" }],
+        price: { input_per_1m: 1, output_per_1m: 1 },
+      },
+    },
+    tenant_defaults: {
+      rpm: 10_000_000,
+      tpm: 10_000_000_000,
+      daily_budget_usd: 1e6,
+      monthly_budget_usd: 1e6,
+    },
+    guardrails: { global_daily_cap_usd: 0, redis: { url: bridge.url, token, prefix } },
+  });
+  const log = createLogger(() => {});
+  const record = () => new RequestRecord("r", "POST", "/bench", 0, log, () => 0);
+  const signal = new AbortController().signal;
+  try {
+    const memory = await composeDeps(config, { logSink: () => {} });
+    const redisStore = RedisBudgetStore.fromConfig(config.guardrails.redis);
+    const redis = await composeDeps(config, { logSink: () => {}, store: redisStore });
+    const chatMemory = createChatService(config, memory.router, memory.guard);
+    const chatRedis = createChatService(config, redis.router, redis.guard);
+    const call = () => ({ principal, request, record: record(), signal });
+
+    const none = await time(n, warmup, () =>
+      memory.router.complete({
+        alias: "bench",
+        model: config.models.bench,
+        request,
+        mode: "managed",
+        tenantId: "bench",
+        signal,
+      }));
+    const mem = await time(n, warmup, () => chatMemory.complete(call()));
+    const red = await time(n, warmup, () => chatRedis.complete(call()));
+    await redis.guard.idle();
+
+    // Round trips on the hot path: admission alone, settlement counted apart.
+    const before = bridge.roundTrips();
+    const admissions = [];
+    for (let i = 0; i < 100; i++) {
+      admissions.push(await redis.guard.admit(principal, request, "bench"));
+    }
+    const admitTrips = (bridge.roundTrips() - before) / 100;
+    const beforeSettle = bridge.roundTrips();
+    for (const a of admissions) a.settle({ input_tokens: 1, output_tokens: 1 });
+    await redis.guard.idle();
+    const settleTrips = (bridge.roundTrips() - beforeSettle) / 100;
+
+    const f = (x: number) => x.toFixed(3);
+    const row = (name: string, p: { p50: number; p99: number; mean: number }) =>
+      `| ${name} | ${f(p.p50)} | ${f(p.p99)} | ${f(p.mean)} | ${f(p.p50 - none.p50)} |`;
+    return [
+      `budget guard, ${n} sequential requests after ${warmup} warm-up (demo provider, no delay)`,
+      `| guard | p50 ms | p99 ms | mean ms | added p50 ms |`,
+      `|---|---|---|---|---|`,
+      row("none (router only)", none),
+      row("memory store", mem),
+      row("redis store (REST bridge)", red),
+      ``,
+      `redis round trips per admitted request (hot path, before the provider): ${admitTrips}`,
+      `redis round trips per settlement (after the response, off the hot path): ${settleTrips}`,
+      `ratio p50 memory/none: ${f(mem.p50 / none.p50)}, redis/none: ${
+        f(red.p50 / none.p50)
+      }, redis/memory: ${f(red.p50 / mem.p50)}`,
+    ].join("\n");
+  } finally {
+    await bridge.close();
+  }
+}
+
+if (import.meta.main) console.log(await run(Deno.args));
