@@ -1,11 +1,12 @@
 /**
  * Mints a development JWT signed with the gateway's HS256 key.
  *   deno task token --tenant <id> --user <id> [--role admin] [--mode byok|managed] [--ttl 1h]
- *   deno task token --api-key   (prints a new API key and the hash to put in config)
  */
 import { parseArgs } from "node:util";
-import { generateApiKey, hashApiKey } from "../src/auth/api_keys.ts";
-import { composeDeps } from "../src/compose.ts";
+import { signingSecret } from "../src/auth/dev_secret.ts";
+import { RevocationList } from "../src/auth/revocation.ts";
+import { createTokenService } from "../src/auth/tokens.ts";
+import { systemClock } from "../src/clock.ts";
 import { ConfigError, loadConfig, ModeSchema, ROLE_NAMES } from "../src/config.ts";
 
 const UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
@@ -30,14 +31,9 @@ export async function run(
       role: { type: "string", multiple: true },
       mode: { type: "string", default: "byok" },
       ttl: { type: "string", default: "1h" },
-      "api-key": { type: "boolean", default: false },
     },
     strict: true,
   });
-  if (values["api-key"]) {
-    const key = generateApiKey();
-    return `api key (shown once): ${key}\nconfig hash: ${await hashApiKey(key)}`;
-  }
   if (!values.tenant || !values.user) throw new Error("--tenant and --user are required");
   const roles = (values.role ?? ["user"]).map((r) => {
     if (!(ROLE_NAMES as readonly string[]).includes(r)) {
@@ -48,8 +44,13 @@ export async function run(
   const mode = ModeSchema.safeParse(values.mode);
   if (!mode.success) throw new Error(`--mode must be byok or managed, not "${values.mode}"`);
   const config = loadConfig(env, Deno.readTextFileSync);
-  const deps = await composeDeps(config, { logSink: () => {} });
-  const { token } = await deps.tokens.mint({
+  const tokens = createTokenService({
+    auth: config.auth,
+    secret: await signingSecret(config.auth, config.data_dir),
+    revocations: new RevocationList(systemClock),
+    clock: systemClock,
+  });
+  const { token } = await tokens.mint({
     user_id: values.user,
     tenant_id: values.tenant,
     roles,

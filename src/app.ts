@@ -1,24 +1,49 @@
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import { authRoutes } from "./api/auth_routes.ts";
+import { adminBudgetRoutes } from "./api/admin_budget.ts";
+import { adminLedgerRoutes } from "./api/admin_ledger.ts";
+import { forwardToAggregator } from "./api/aggregator_proxy.ts";
+import { loginRoutes, sessionRoutes } from "./api/auth_routes.ts";
 import { createChatService } from "./api/chat_service.ts";
 import type { AppEnv } from "./api/context.ts";
+import { internalMeteringRoutes } from "./api/internal_metering.ts";
 import { openaiChatRoutes, openaiErrorShape } from "./api/openai_chat.ts";
 import { requestContext } from "./api/request_context.ts";
+import { usageRoutes } from "./api/usage_routes.ts";
 import { v7ChatRoutes } from "./api/v7_chat.ts";
-import type { ApiKeyIndex } from "./auth/api_keys.ts";
+import type { ApiKeyStore } from "./auth/api_keys.ts";
 import { bearerAuth } from "./auth/middleware.ts";
 import type { RevocationList } from "./auth/revocation.ts";
 import type { TokenService } from "./auth/tokens.ts";
-import type { Clock } from "./clock.ts";
-import type { Config } from "./config.ts";
-import { GatewayError, openaiErrorBody, toGatewayError, v7ErrorBody } from "./errors.ts";
-import type { Logger } from "./obs/log.ts";
-import type { Router } from "./providers/router.ts";
 import type { Guard } from "./budget/guard.ts";
 import type { BudgetStore } from "./budget/store.ts";
+import type { Clock } from "./clock.ts";
+import type { Config } from "./config.ts";
+import type { Sql } from "./db/client.ts";
+import { GatewayError, openaiErrorBody, toGatewayError, v7ErrorBody } from "./errors.ts";
+import { usageEventOf } from "./metering/from_request.ts";
+import type { UsageEvent } from "./metering/usage_event.ts";
+import type { Logger } from "./obs/log.ts";
 import type { Metrics } from "./obs/metrics.ts";
-import { adminBudgetRoutes } from "./api/admin_budget.ts";
+import type { FinishedRequest } from "./obs/request_record.ts";
+import type { Router } from "./providers/router.ts";
+
+/** What the public edge needs. */
+export interface EdgeDeps {
+  router: Router;
+  guard: Guard;
+  store: BudgetStore;
+  /** Takes each usage event; the batcher in production. */
+  meter: (event: UsageEvent) => void;
+}
+
+/** What the central aggregator needs. */
+export interface AggregatorDeps {
+  sql: Sql;
+  apiKeys: ApiKeyStore;
+  meteringSecret: string;
+  pseudonymKey: string;
+}
 
 /** Everything the app needs, injected so tests build the real app with fakes. */
 export interface AppDeps {
@@ -27,48 +52,78 @@ export interface AppDeps {
   log: Logger;
   tokens: TokenService;
   revocations: RevocationList;
-  apiKeys: ApiKeyIndex;
-  router: Router;
-  guard: Guard;
-  store: BudgetStore;
   metrics: Metrics;
+  /** Present when the role is edge or all. */
+  edge?: EdgeDeps;
+  /** Present when the role is aggregator or all. */
+  aggregator?: AggregatorDeps;
 }
 
 export function createApp(deps: AppDeps): Hono<AppEnv> {
-  const { config, clock, log } = deps;
-  const chat = createChatService(config, deps.router, deps.guard);
+  const { config, clock, log, edge, aggregator } = deps;
   const requireAuth = bearerAuth(deps.tokens);
-  const defaultModel = config.default_model ?? Object.keys(config.models)[0];
   const app = new Hono<AppEnv>();
 
-  app.use(requestContext(log, clock));
+  const report = (done: FinishedRequest) => {
+    const { metered: _m, started_at: _s, audio_seconds_in, audio_seconds_out, ...line } = done;
+    log.info("request", { ...line, audio_seconds: audio_seconds_in + audio_seconds_out });
+    const event = usageEventOf(done);
+    if (event) edge?.meter(event);
+  };
+
+  app.use(requestContext(report, clock));
   app.use("/v1/chat/completions", openaiErrorShape);
   app.use("/v1/models", openaiErrorShape);
-  app.use(
-    bodyLimit({
-      maxSize: config.server.max_body_bytes,
-      onError: () => {
-        throw new GatewayError(
-          "request.invalid",
-          `request body exceeds ${config.server.max_body_bytes} bytes`,
-          { status: 413 },
-        );
-      },
-    }),
-  );
+  const limit = bodyLimit({
+    maxSize: config.server.max_body_bytes,
+    onError: () => {
+      throw new GatewayError(
+        "request.invalid",
+        `request body exceeds ${config.server.max_body_bytes} bytes`,
+        { status: 413 },
+      );
+    },
+  });
+  app.use("/v1/*", limit);
+  app.use("/admin/*", limit);
 
-  app.get("/healthz", (c) => c.json({ status: "ok" }));
+  app.get("/healthz", (c) => c.json({ status: "ok", role: config.role }));
   app.get("/metrics", async (c) => {
     c.header("content-type", deps.metrics.registry.contentType);
     return c.body(await deps.metrics.registry.metrics());
   });
-  app.route("/v1", authRoutes({ ...deps, requireAuth }));
-  app.use("/v1/chat/*", requireAuth);
-  app.use("/v1/models", requireAuth);
-  app.route("/v1", openaiChatRoutes(config, chat, clock));
-  app.route("/v1", v7ChatRoutes(chat, defaultModel, clock));
   app.use("/admin/*", requireAuth);
-  app.route("/admin", adminBudgetRoutes(deps));
+
+  if (edge) {
+    const chat = createChatService(config, edge.router, edge.guard);
+    const defaultModel = config.default_model ?? Object.keys(config.models)[0];
+    app.route("/v1", sessionRoutes({ ...deps, guard: edge.guard, requireAuth }));
+    // Chat requests produce a usage event even when refused after auth.
+    app.use("/v1/chat/*", async (c, next) => {
+      c.var.record.metered = true;
+      await next();
+    });
+    app.use("/v1/chat/*", requireAuth);
+    app.use("/v1/models", requireAuth);
+    app.route("/v1", openaiChatRoutes(config, chat, clock));
+    app.route("/v1", v7ChatRoutes(chat, defaultModel, clock));
+    app.route("/admin", adminBudgetRoutes({ ...deps, store: edge.store }));
+  }
+
+  if (aggregator) {
+    app.route("/v1", loginRoutes({ ...deps, apiKeys: aggregator.apiKeys }));
+    app.use("/v1/usage/*", requireAuth);
+    app.route("/v1/usage", usageRoutes({ ...deps, sql: aggregator.sql }));
+    app.route("/admin", adminLedgerRoutes({ ...deps, ...aggregator }));
+    app.route(
+      "/internal",
+      internalMeteringRoutes({ ...deps, sql: aggregator.sql, secret: aggregator.meteringSecret }),
+    );
+  } else {
+    const forward = forwardToAggregator(config.metering.aggregator_url!);
+    app.post("/v1/auth/login", forward);
+    app.all("/v1/usage/*", forward);
+  }
 
   app.notFound((c) => {
     throw new GatewayError("request.invalid", `no route for ${c.req.method} ${c.req.path}`, {

@@ -27,7 +27,7 @@ export type Role = (typeof ROLE_NAMES)[number];
 export const ModeSchema = z.enum(["byok", "managed"]);
 export type Mode = z.infer<typeof ModeSchema>;
 
-const mockProvider = z.object({
+const mockProvider = z.strictObject({
   protocol: z.literal("mock"),
   first_token_ms: nonNegativeInt.default(0),
   inter_token_ms: nonNegativeInt.default(0),
@@ -51,8 +51,8 @@ const planFields = {
   user_monthly_budget_usd: usd,
 };
 /** Plans and tenant overrides name only what they change: no defaults here. */
-const planOverride = z.object(planFields).partial();
-const planLimits = z.object({
+const planOverride = z.strictObject(planFields).partial();
+const planLimits = z.strictObject({
   ...planFields,
   rpm: positiveInt.default(600),
   tpm: positiveInt.default(200_000),
@@ -67,7 +67,7 @@ export type PlanLimits = z.infer<typeof planLimits>;
 
 export function buildConfigSchema(env: Env) {
   const secret = secretRef(env);
-  const openaiProvider = z.object({
+  const openaiProvider = z.strictObject({
     protocol: z.literal("openai"),
     base_url: z.url(),
     api_key: secret.optional(),
@@ -78,7 +78,7 @@ export function buildConfigSchema(env: Env) {
     message: "api_version is required when flavor is azure",
     path: ["api_version"],
   });
-  const anthropicProvider = z.object({
+  const anthropicProvider = z.strictObject({
     protocol: z.literal("anthropic"),
     base_url: z.url().default("https://api.anthropic.com"),
     api_key: secret.optional(),
@@ -91,10 +91,10 @@ export function buildConfigSchema(env: Env) {
     mockProvider,
   ]);
 
-  const modelAlias = z.object({
-    deployments: z.array(z.object({ provider: z.string().min(1), model: z.string().min(1) }))
+  const modelAlias = z.strictObject({
+    deployments: z.array(z.strictObject({ provider: z.string().min(1), model: z.string().min(1) }))
       .min(1),
-    price: z.object({
+    price: z.strictObject({
       input_per_1m: z.number().nonnegative(),
       output_per_1m: z.number().nonnegative(),
     }),
@@ -102,24 +102,35 @@ export function buildConfigSchema(env: Env) {
     max_output_tokens: positiveInt.default(4096),
   });
 
-  const apiKey = z.object({
-    id: z.string().min(1),
-    /** `sha256:<hex>` of the key; the key itself is never stored. */
-    hash: z.string().regex(/^sha256:[0-9a-f]{64}$/, "must be sha256:<64 hex chars>"),
-    tenant_id: z.string().min(1),
-    user_id: z.string().min(1),
-    roles: z.array(z.enum(ROLE_NAMES)).default(["user"]),
-    mode: ModeSchema.default("byok"),
-  });
-
-  return z.object({
-    server: z.object({
+  return z.strictObject({
+    server: z.strictObject({
       host: z.string().min(1).default("127.0.0.1"),
       port: z.number().int().min(0).max(65535).default(8080),
       max_body_bytes: positiveInt.default(1_048_576),
     }).prefault({}),
     data_dir: z.string().min(1).default("./data"),
-    auth: z.object({
+    /** edge: public API; aggregator: ledger and admin; all: both in one process. */
+    role: z.enum(["edge", "aggregator", "all"]).default("all"),
+    /** Postgres for the aggregator; embedded PGlite under data_dir when unset. */
+    database_url: secret.optional(),
+    metering: z.strictObject({
+      /** Where edges send batches; this process itself when the role is all. */
+      aggregator_url: z.url().optional(),
+      /** Shared edge/aggregator HMAC secret; generated under data_dir when unset and role is all. */
+      secret: secret.optional(),
+      batch_size: positiveInt.default(200),
+      flush_interval_ms: positiveInt.default(1_000),
+      spool_max_events: positiveInt.default(100_000),
+      /** Journal unacknowledged batches under data_dir (self-hosted); off on Deno Deploy. */
+      spool_file: z.boolean().default(true),
+      retry_base_ms: positiveInt.default(250),
+      retry_max_ms: positiveInt.default(30_000),
+      shutdown_flush_ms: positiveInt.default(10_000),
+      reconcile_interval_ms: positiveInt.default(60_000),
+      retention_business_months: z.number().int().min(24).max(84).default(84),
+      retention_interval_ms: positiveInt.default(6 * 3_600_000),
+    }).prefault({}),
+    auth: z.strictObject({
       /** HS256 secret for tokens this gateway signs; generated under data_dir when absent. */
       jwt_secret: secret.optional(),
       issuer: z.string().min(1).default("convergio-gateway"),
@@ -136,15 +147,14 @@ export function buildConfigSchema(env: Env) {
       ]),
       clock_skew_s: nonNegativeInt.default(30),
       login_ttl_s: positiveInt.default(900),
-      api_keys: z.array(apiKey).default([]),
     }).prefault({}),
-    routing: z.object({
+    routing: z.strictObject({
       timeout_ms: positiveInt.default(30_000),
       first_byte_timeout_ms: positiveInt.default(10_000),
       /** Attempts per request across all deployments of an alias. */
       max_attempts: positiveInt.default(3),
       backoff_ms: nonNegativeInt.default(100),
-      breaker: z.object({
+      breaker: z.strictObject({
         failure_threshold: positiveInt.default(5),
         cooldown_ms: positiveInt.default(30_000),
       }).prefault({}),
@@ -158,7 +168,7 @@ export function buildConfigSchema(env: Env) {
     plans: z.record(z.string().min(1), planOverride).default({}),
     tenants: z.record(
       z.string().min(1),
-      z.object({
+      z.strictObject({
         byok_keys: z.record(z.string().min(1), secret).default({}),
         plan: z.string().min(1).optional(),
         /** Per-tenant overrides of the plan's limits. */
@@ -167,9 +177,9 @@ export function buildConfigSchema(env: Env) {
         downgrade_model: z.string().min(1).optional(),
       }),
     ).default({}),
-    guardrails: z.object({
+    guardrails: z.strictObject({
       store: z.enum(["memory", "redis"]).default("memory"),
-      redis: z.object({
+      redis: z.strictObject({
         /** Upstash REST URL: Upstash itself, or a REST bridge in front of Redis. */
         url: z.url().optional(),
         token: secret.optional(),
@@ -180,7 +190,7 @@ export function buildConfigSchema(env: Env) {
       /** Global daily spend cap of the managed lane, in USD; 0 turns it off. */
       global_daily_cap_usd: z.number().nonnegative().default(100),
       /** What a lane does while the store is unreachable: refuse (closed) or serve unguarded (open). */
-      failure_policy: z.object({
+      failure_policy: z.strictObject({
         managed: z.enum(["open", "closed"]).default("closed"),
         byok: z.enum(["open", "closed"]).default("open"),
       }).prefault({}),
@@ -240,6 +250,20 @@ export function buildConfigSchema(env: Env) {
         message: "the redis store needs REDIS_REST_URL and REDIS_REST_TOKEN",
       });
     }
+    if (cfg.role !== "all" && !cfg.metering.secret) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["metering", "secret"],
+        message: `METERING_SECRET is required when the role is ${cfg.role}`,
+      });
+    }
+    if (cfg.role === "edge" && !cfg.metering.aggregator_url) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["metering", "aggregator_url"],
+        message: "AGGREGATOR_URL is required when the role is edge",
+      });
+    }
     if (cfg.auth.jwks_url && cfg.auth.jwks_file) {
       ctx.addIssue({
         code: "custom",
@@ -290,6 +314,13 @@ const ENV_FIELDS: Array<[string, string[], (v: string) => unknown]> = [
   ["JWKS_FILE", ["auth", "jwks_file"], String],
   ["JWKS_ISSUER", ["auth", "jwks_issuer"], String],
   ["JWT_ALGORITHMS", ["auth", "jwks_algorithms"], (v) => v.split(",").map((s) => s.trim())],
+  ["ROLE", ["role"], String],
+  ["DATABASE_URL", ["database_url"], String],
+  ["AGGREGATOR_URL", ["metering", "aggregator_url"], String],
+  ["METERING_SECRET", ["metering", "secret"], String],
+  ["METERING_SPOOL_FILE", ["metering", "spool_file"], (v) => v !== "false" && v !== "0"],
+  // Deno Deploy has no durable disk: the spool is memory-only there.
+  ["DENO_DEPLOYMENT_ID", ["metering", "spool_file"], () => false],
   ["BUDGET_STORE", ["guardrails", "store"], String],
   ["REDIS_REST_URL", ["guardrails", "redis", "url"], String],
   ["REDIS_REST_TOKEN", ["guardrails", "redis", "token"], String],

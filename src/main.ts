@@ -1,8 +1,7 @@
-import { createApp } from "./app.ts";
-import { composeDeps } from "./compose.ts";
+import { createRuntime } from "./compose.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 
-/** Entry point: config → dependencies → app → Deno.serve, then a ready-to-use banner. */
+/** Entry point: config → runtime of the role(s) → Deno.serve, then a ready-to-use banner. */
 async function main() {
   let config;
   try {
@@ -14,8 +13,8 @@ async function main() {
     }
     throw err;
   }
-  const deps = await composeDeps(config);
-  const app = createApp(deps);
+  const runtime = await createRuntime(config);
+  const { deps } = runtime;
   const { host, port } = config.server;
   const ac = new AbortController();
   const server = Deno.serve({
@@ -24,6 +23,10 @@ async function main() {
     signal: ac.signal,
     onListen: async ({ hostname, port }) => {
       const base = `http://${hostname}:${port}`;
+      if (config.role === "aggregator") {
+        console.log(`Convergio aggregator listening on ${base}`);
+        return;
+      }
       const { token } = await deps.tokens.mint({
         user_id: "dev-user",
         tenant_id: "dev-tenant",
@@ -34,7 +37,7 @@ async function main() {
       const model = config.default_model ?? Object.keys(config.models)[0];
       console.log(
         [
-          `Convergio Gateway listening on ${base}`,
+          `Convergio Gateway (${config.role}) listening on ${base}`,
           ``,
           `Development token (tenant dev-tenant, user dev-user, admin, 24 h):`,
           token,
@@ -48,13 +51,13 @@ async function main() {
         ].join("\n"),
       );
     },
-  }, app.fetch);
+  }, runtime.app.fetch);
   for (const sig of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(sig, () => ac.abort());
   }
   await server.finished;
-  // Settlements and alert deliveries still in flight finish before exit.
-  await deps.guard.idle();
+  // Metering spool, budget settlements and the database close in order.
+  await runtime.close();
 }
 
 if (import.meta.main) await main();

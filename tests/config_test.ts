@@ -121,10 +121,14 @@ Deno.test("a bad config is one ConfigError naming each offending field", () => {
     [{ GATEWAY_CONFIG: "f" }, "[1]", /must hold a JSON object/],
     [
       { GATEWAY_CONFIG: "f" },
-      JSON.stringify({
-        auth: { api_keys: [{ id: "k", hash: "md5:abc", tenant_id: "t", user_id: "u" }] },
-      }),
-      /auth\.api_keys\.0\.hash/,
+      JSON.stringify({ routing: { timeout_msec: 5 } }),
+      /routing: Unrecognized key: "timeout_msec"/,
+    ],
+    [{ ROLE: "edge" }, undefined, /metering\.secret: METERING_SECRET is required/],
+    [
+      { ROLE: "edge", METERING_SECRET: "s" },
+      undefined,
+      /metering\.aggregator_url: AGGREGATOR_URL is required/,
     ],
   ];
   for (const [env, file, expected] of cases) {

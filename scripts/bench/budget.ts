@@ -10,9 +10,8 @@ import { parseArgs } from "node:util";
 import type { Principal } from "../../src/auth/principal.ts";
 import { createChatService } from "../../src/api/chat_service.ts";
 import { RedisBudgetStore } from "../../src/budget/redis_store.ts";
-import { composeDeps } from "../../src/compose.ts";
+import { createRuntime, type Runtime } from "../../src/compose.ts";
 import { buildConfigSchema } from "../../src/config.ts";
-import { createLogger } from "../../src/obs/log.ts";
 import { RequestRecord } from "../../src/obs/request_record.ts";
 import { startBridge } from "../redis-rest-bridge.ts";
 import { percentiles } from "./added_latency.ts";
@@ -65,14 +64,22 @@ export async function run(args: string[]): Promise<string> {
       monthly_budget_usd: 1e6,
     },
     guardrails: { global_daily_cap_usd: 0, redis: { url: bridge.url, token, prefix } },
+    role: "edge",
+    metering: { aggregator_url: "http://127.0.0.1:9", secret: token },
   });
-  const log = createLogger(() => {});
-  const record = () => new RequestRecord("r", "POST", "/bench", 0, log, () => 0);
+  const record = () => new RequestRecord("r", "POST", "/bench", 0, () => {}, () => 0);
+  const runtimes: Runtime[] = [];
   const signal = new AbortController().signal;
   try {
-    const memory = await composeDeps(config, { logSink: () => {} });
-    const redisStore = RedisBudgetStore.fromConfig(config.guardrails.redis);
-    const redis = await composeDeps(config, { logSink: () => {}, store: redisStore });
+    const quiet = { logSink: () => {}, meter: () => {} };
+    const memoryRuntime = await createRuntime(config, quiet);
+    const redisRuntime = await createRuntime(config, {
+      ...quiet,
+      store: RedisBudgetStore.fromConfig(config.guardrails.redis),
+    });
+    runtimes.push(memoryRuntime, redisRuntime);
+    const memory = memoryRuntime.deps.edge!;
+    const redis = redisRuntime.deps.edge!;
     const chatMemory = createChatService(config, memory.router, memory.guard);
     const chatRedis = createChatService(config, redis.router, redis.guard);
     const call = () => ({ principal, request, record: record(), signal });
@@ -120,6 +127,7 @@ export async function run(args: string[]): Promise<string> {
       }, redis/memory: ${f(red.p50 / mem.p50)}`,
     ].join("\n");
   } finally {
+    for (const r of runtimes) await r.close();
     await bridge.close();
   }
 }

@@ -1,6 +1,6 @@
 import { Hono, type MiddlewareHandler } from "hono";
 import { z } from "zod";
-import type { ApiKeyIndex } from "../auth/api_keys.ts";
+import type { ApiKeyStore } from "../auth/api_keys.ts";
 import type { RevocationList } from "../auth/revocation.ts";
 import type { TokenService } from "../auth/tokens.ts";
 import type { Guard } from "../budget/guard.ts";
@@ -13,24 +13,14 @@ import type { AppEnv } from "./context.ts";
 
 const LoginSchema = z.strictObject({ api_key: z.string().min(1).max(256) });
 
-export interface AuthRouteDeps {
-  config: Config;
-  tokens: TokenService;
-  apiKeys: ApiKeyIndex;
-  revocations: RevocationList;
-  requireAuth: MiddlewareHandler<AppEnv>;
-  guard: Guard;
-}
-
-/** Login with an API key, logout, and who-am-I. */
-export function authRoutes(deps: AuthRouteDeps) {
-  const { config, tokens, apiKeys, revocations, requireAuth, guard } = deps;
+/** API-key login, on the aggregator, which holds the keys. */
+export function loginRoutes(deps: { config: Config; tokens: TokenService; apiKeys: ApiKeyStore }) {
+  const { config, tokens, apiKeys } = deps;
   const app = new Hono<AppEnv>();
-
   app.post("/auth/login", async (c) => {
     const { api_key } = await parseBody(c, LoginSchema);
     const key = await apiKeys.find(api_key);
-    if (!key) throw new GatewayError("auth.invalid", "unknown API key");
+    if (!key) throw new GatewayError("auth.invalid", "unknown or revoked API key");
     const ttl = config.auth.login_ttl_s;
     const { token } = await tokens.mint({
       user_id: key.user_id,
@@ -48,6 +38,20 @@ export function authRoutes(deps: AuthRouteDeps) {
       request_id: c.var.requestId,
     });
   });
+  return app;
+}
+
+export interface SessionRouteDeps {
+  config: Config;
+  revocations: RevocationList;
+  requireAuth: MiddlewareHandler<AppEnv>;
+  guard: Guard;
+}
+
+/** Logout and who-am-I, on the edge. */
+export function sessionRoutes(deps: SessionRouteDeps) {
+  const { config, revocations, requireAuth, guard } = deps;
+  const app = new Hono<AppEnv>();
 
   app.post("/auth/logout", requireAuth, (c) => {
     const { jti, exp } = c.var.principal;

@@ -77,13 +77,14 @@ export function createChatService(config: Config, router: Router, guard: Guard) 
     record.fields.output_tokens = usage.output_tokens;
     record.fields.tool_calls = toolCalls;
     admission.settle(usage);
+    record.fields.cost_usd = costUsd(resolve(admission.alias).price, usage);
     return {
       in_tokens: usage.input_tokens,
       out_tokens: usage.output_tokens,
       tool_calls: toolCalls,
       audio_in_s: 0,
       audio_out_s: 0,
-      cost_usd: costUsd(resolve(admission.alias).price, usage),
+      cost_usd: record.fields.cost_usd,
       ...(admission.downgradedFrom ? { downgraded_from: admission.downgradedFrom } : {}),
     };
   }

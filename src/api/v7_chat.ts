@@ -65,6 +65,7 @@ export function v7ChatRoutes(chat: ChatService, defaultModel: string, clock: Clo
 
   app.post("/chat", async (c) => {
     const body = await parseBody(c, V7ChatRequestSchema);
+    c.var.record.fields.session_id = body.session_id;
     const principal = c.var.principal;
     const out = await chat.complete({
       principal,
@@ -89,6 +90,7 @@ export function v7ChatRoutes(chat: ChatService, defaultModel: string, clock: Clo
 
   app.post("/chat/stream", async (c) => {
     const body = await parseBody(c, V7ChatRequestSchema);
+    c.var.record.fields.session_id = body.session_id;
     const principal = c.var.principal;
     const requestId = c.var.requestId;
     const signal = c.req.raw.signal;

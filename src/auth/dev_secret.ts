@@ -4,8 +4,11 @@ import { base64url } from "jose";
  * The development HS256 secret: generated once, kept under the data folder
  * with owner-only permissions, so tokens survive restarts without setup.
  */
-export async function loadOrCreateDevSecret(dataDir: string): Promise<Uint8Array> {
-  const path = `${dataDir}/jwt-secret`;
+export async function loadOrCreateDevSecret(
+  dataDir: string,
+  name = "jwt-secret",
+): Promise<Uint8Array> {
+  const path = `${dataDir}/${name}`;
   try {
     return base64url.decode((await Deno.readTextFile(path)).trim());
   } catch (err) {
@@ -19,4 +22,14 @@ export async function loadOrCreateDevSecret(dataDir: string): Promise<Uint8Array
       if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
     });
   return base64url.decode((await Deno.readTextFile(path)).trim());
+}
+
+/** The HS256 key for tokens the gateway signs: JWT_SECRET, or the generated dev secret. */
+export function signingSecret(
+  auth: { jwt_secret?: { reveal(): string } },
+  dataDir: string,
+): Promise<Uint8Array> {
+  return auth.jwt_secret
+    ? Promise.resolve(new TextEncoder().encode(auth.jwt_secret.reveal()))
+    : loadOrCreateDevSecret(dataDir);
 }

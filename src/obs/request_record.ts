@@ -1,5 +1,4 @@
 import type { Principal } from "../auth/principal.ts";
-import type { Logger } from "./log.ts";
 
 /** The per-request log line's fields, as the spec lists them. */
 export interface RequestLogFields {
@@ -8,23 +7,37 @@ export interface RequestLogFields {
   route: string;
   tenant_id?: string;
   user_id?: string;
-  mode?: string;
+  mode?: Principal["mode"];
+  session_id?: string;
   provider?: string;
   model?: string;
   input_tokens: number;
   output_tokens: number;
   tool_calls: number;
-  audio_seconds: number;
+  audio_seconds_in: number;
+  audio_seconds_out: number;
+  cost_usd: number;
   error_code?: string;
 }
 
+/** What a finished request reports, once. */
+export interface FinishedRequest extends RequestLogFields {
+  status: number;
+  latency_ms: number;
+  started_at: number;
+  /** True for requests that produce a usage event (chat, voice). */
+  metered: boolean;
+}
+
 /**
- * Collects what a request did and writes exactly one log line when it ends.
- * Streaming handlers defer the end until the stream closes, so the line has
- * the final token counts and latency.
+ * Collects what a request did and reports it exactly once when it ends: the
+ * log line and, for metered requests, the usage event. Streaming handlers
+ * defer the end until the stream closes, so the report has final counts.
  */
 export class RequestRecord {
   readonly fields: RequestLogFields;
+  /** Set by metered routes, so even their refusals produce a usage event. */
+  metered = false;
   #deferred = false;
   #ended = false;
 
@@ -33,7 +46,7 @@ export class RequestRecord {
     method: string,
     route: string,
     private readonly startedAt: number,
-    private readonly log: Logger,
+    private readonly onEnd: (done: FinishedRequest) => void,
     private readonly now: () => number,
   ) {
     this.fields = {
@@ -43,7 +56,9 @@ export class RequestRecord {
       input_tokens: 0,
       output_tokens: 0,
       tool_calls: 0,
-      audio_seconds: 0,
+      audio_seconds_in: 0,
+      audio_seconds_out: 0,
+      cost_usd: 0,
     };
   }
 
@@ -65,10 +80,12 @@ export class RequestRecord {
   end(status: number): void {
     if (this.#ended) return;
     this.#ended = true;
-    this.log.info("request", {
+    this.onEnd({
       ...this.fields,
       status,
       latency_ms: this.now() - this.startedAt,
+      started_at: this.startedAt,
+      metered: this.metered,
     });
   }
 }

@@ -85,7 +85,7 @@ Deno.test("OpenAI SDK sees quota.exceeded as a RateLimitError with Retry-After",
 Deno.test("at 90% the tenant's cheaper model answers and the response says so", async () => {
   const gw = await startGateway(config());
   try {
-    await gw.deps.store.setSpend(tenantDay(), 95_000_000);
+    await gw.deps.edge!.store.setSpend(tenantDay(), 95_000_000);
     const token = await gw.token({ tenant: "acme", mode: "managed" });
     const res = await post(gw, "/v1/chat", token, { prompt: "hi" });
     const body = await res.json();
@@ -109,7 +109,7 @@ Deno.test("at 90% the tenant's cheaper model answers and the response says so", 
 Deno.test("at 110% managed requests get 402 budget.blocked on every route; BYOK still works", async () => {
   const gw = await startGateway(config());
   try {
-    await gw.deps.store.setSpend(tenantDay(), 110_000_000);
+    await gw.deps.edge!.store.setSpend(tenantDay(), 110_000_000);
     const managed = await gw.token({ tenant: "acme", mode: "managed" });
     for (
       const [path, body] of [
@@ -142,7 +142,7 @@ Deno.test("at 110% managed requests get 402 budget.blocked on every route; BYOK 
 Deno.test("/v1/me reports limits and budget state", async () => {
   const gw = await startGateway(config({ tenants: { acme: { limits: { rpm: 7 } } } }));
   try {
-    await gw.deps.store.setSpend(tenantDay(), 25_000_000);
+    await gw.deps.edge!.store.setSpend(tenantDay(), 25_000_000);
     const res = await fetch(`${gw.url}/v1/me`, {
       headers: { authorization: `Bearer ${await gw.token({ tenant: "acme" })}` },
     });
@@ -162,7 +162,7 @@ Deno.test("/v1/me reports limits and budget state", async () => {
 Deno.test("admin budget override: admin only, time-limited with a reason, lifts the block", async () => {
   const gw = await startGateway(config());
   try {
-    await gw.deps.store.setSpend(tenantDay(), 120_000_000);
+    await gw.deps.edge!.store.setSpend(tenantDay(), 120_000_000);
     const path = "/admin/tenants/acme/budget-override";
     const user = await gw.token({ tenant: "acme" });
     const admin = (await gw.deps.tokens.mint({

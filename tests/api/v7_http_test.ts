@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { hashApiKey } from "../../src/auth/api_keys.ts";
+import { freshPostgres } from "../support/db.ts";
 import { readSse, startGateway, testConfig } from "../support/gateway.ts";
 
 const json = (body: unknown, token?: string, headers: Record<string, string> = {}) => ({
@@ -190,21 +190,28 @@ Deno.test("missing or bad tokens get 401 auth.invalid on every protected route",
 });
 
 Deno.test("API key login, /v1/me, and logout revoking the token", async () => {
-  const key = "cvg_test_key_123";
+  const pg = await freshPostgres();
+  const dataDir = await Deno.makeTempDir();
   const gw = await startGateway(testConfig({
-    auth: {
-      jwt_secret: "test-secret-that-is-long-enough-for-hs256",
-      api_keys: [{
-        id: "k1",
-        hash: await hashApiKey(key),
+    role: "all",
+    database_url: pg.url,
+    data_dir: dataDir,
+    metering: { secret: "test-metering-secret" },
+  }));
+  try {
+    const admin = await gw.token({ tenant: "platform", user: "ops", roles: ["admin"] });
+    const created = await fetch(
+      `${gw.url}/admin/api-keys`,
+      json({
         tenant_id: "school-1",
         user_id: "teacher-7",
         roles: ["tenant_admin"],
         mode: "managed",
-      }],
-    },
-  }));
-  try {
+      }, admin),
+    );
+    assert.equal(created.status, 201);
+    const key = (await created.json()).api_key;
+
     const wrong = await fetch(`${gw.url}/v1/auth/login`, json({ api_key: "cvg_wrong" }));
     assert.equal(wrong.status, 401);
     assert.equal((await wrong.json()).error.code, "auth.invalid");
@@ -239,6 +246,8 @@ Deno.test("API key login, /v1/me, and logout revoking the token", async () => {
     assert.ok(!JSON.stringify(gw.logs).includes(key), "the API key must never be logged");
   } finally {
     await gw.close();
+    await pg.drop();
+    await Deno.remove(dataDir, { recursive: true });
   }
 });
 

@@ -1,11 +1,6 @@
 import assert from "node:assert/strict";
-import {
-  type ApiKeyRecord,
-  createApiKeyIndex,
-  generateApiKey,
-  hashApiKey,
-} from "../../src/auth/api_keys.ts";
-import { buildConfigSchema } from "../../src/config.ts";
+import { createApiKeyStore, generateApiKey, hashApiKey } from "../../src/auth/api_keys.ts";
+import { DB_KINDS, withDatabase } from "../support/db.ts";
 
 async function sha256Hex(text: string): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
@@ -28,18 +23,6 @@ Deno.test("hashApiKey: matches an independently computed SHA-256", async () => {
   );
 });
 
-Deno.test("hashApiKey: output passes the config schema's hash check", async () => {
-  const hash = await hashApiKey(generateApiKey());
-  const auth = buildConfigSchema({}).parse({
-    providers: {},
-    models: {},
-    auth: { api_keys: [{ id: "k1", hash, tenant_id: "t1", user_id: "u1" }] },
-  }).auth;
-  assert.equal(auth.api_keys[0].hash, hash);
-  assert.deepEqual(auth.api_keys[0].roles, ["user"]);
-  assert.equal(auth.api_keys[0].mode, "byok");
-});
-
 Deno.test("generateApiKey: starts with cvg_ and two calls differ", () => {
   const a = generateApiKey();
   const b = generateApiKey();
@@ -49,39 +32,41 @@ Deno.test("generateApiKey: starts with cvg_ and two calls differ", () => {
   assert.notEqual(a, b);
 });
 
-Deno.test("createApiKeyIndex: finds the record for the right key only", async () => {
-  const keyA = generateApiKey();
-  const keyB = generateApiKey();
-  const records: ApiKeyRecord[] = [
-    {
-      id: "key-a",
-      hash: await hashApiKey(keyA),
-      tenant_id: "tenant-a",
-      user_id: "user-a",
-      roles: ["tenant_admin"],
-      mode: "managed",
-    },
-    {
-      id: "key-b",
-      hash: await hashApiKey(keyB),
-      tenant_id: "tenant-b",
-      user_id: "user-b",
-      roles: ["user"],
-      mode: "byok",
-    },
-  ];
-  const index = createApiKeyIndex(records);
-  assert.equal(await index.find(keyA), records[0]);
-  assert.equal(await index.find(keyB), records[1]);
-  assert.equal(await index.find(generateApiKey()), undefined);
-  assert.equal(await index.find(""), undefined);
-  assert.equal(await index.find(keyA + " "), undefined);
-  assert.equal(await index.find(keyA.toUpperCase()), undefined);
-  // The stored hash is not itself a key.
-  assert.equal(await index.find(records[0].hash), undefined);
-});
-
-Deno.test("createApiKeyIndex: an empty index finds nothing", async () => {
-  const index = createApiKeyIndex([]);
-  assert.equal(await index.find(generateApiKey()), undefined);
-});
+for (const kind of DB_KINDS) {
+  Deno.test(`${kind}: API keys are stored hashed and found by the key only`, async () => {
+    await withDatabase(kind, async (db) => {
+      const store = createApiKeyStore(db.sql);
+      const a = await store.create({
+        tenant_id: "tenant-a",
+        user_id: "user-a",
+        roles: ["tenant_admin"],
+        mode: "managed",
+      });
+      const b = await store.create({
+        tenant_id: "tenant-b",
+        user_id: "user-b",
+        roles: ["user"],
+        mode: "byok",
+      });
+      assert.match(a.key, /^cvg_[0-9a-f]{48}$/);
+      assert.deepEqual(await store.find(a.key), {
+        id: a.id,
+        tenant_id: "tenant-a",
+        user_id: "user-a",
+        roles: ["tenant_admin"],
+        mode: "managed",
+      });
+      assert.equal((await store.find(b.key))?.tenant_id, "tenant-b");
+      for (const wrong of [generateApiKey(), "", a.key + " ", a.key.toUpperCase()]) {
+        assert.equal(await store.find(wrong), undefined);
+      }
+      const [row] = await db.sql`SELECT hash FROM api_keys WHERE id = ${a.id}`;
+      assert.equal(row.hash, await hashApiKey(a.key));
+      assert.equal(await store.find(row.hash), undefined, "the stored hash is not itself a key");
+      const all = JSON.stringify(await db.sql`SELECT * FROM api_keys`);
+      assert.ok(!all.includes(a.key) && !all.includes(b.key), "no plaintext key is stored");
+      await db.sql`UPDATE api_keys SET revoked_at = now() WHERE id = ${a.id}`;
+      assert.equal(await store.find(a.key), undefined, "a revoked key no longer logs in");
+    });
+  });
+}

@@ -84,7 +84,7 @@ async function withOutageHarness(
       h.byok = await h.gw.token({ tenant: "t1", user: "u1", mode: "byok" });
       await body(h);
     } finally {
-      await h.gw.deps.guard.idle();
+      await h.gw.deps.edge!.guard.idle();
       await h.gw.close();
     }
   } finally {
@@ -123,7 +123,7 @@ Deno.test("redis outage: managed fails closed with a fast 503, BYOK fails open, 
   await withOutageHarness(undefined, async (h) => {
     assert.equal((await chat(h.gw, h.managed)).status, 200);
     assert.equal((await chat(h.gw, h.byok)).status, 200);
-    await h.gw.deps.guard.idle();
+    await h.gw.deps.edge!.guard.idle();
 
     await stopRedis(h.redis!);
     h.redis = undefined;
@@ -167,7 +167,7 @@ Deno.test("redis outage with failure_policy managed=open, byok=closed: the lanes
   await withOutageHarness({ managed: "open", byok: "closed" }, async (h) => {
     assert.equal((await chat(h.gw, h.managed)).status, 200);
     assert.equal((await chat(h.gw, h.byok)).status, 200);
-    await h.gw.deps.guard.idle();
+    await h.gw.deps.edge!.guard.idle();
 
     await stopRedis(h.redis!);
     h.redis = undefined;

@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { decodeJwt } from "jose";
 import { parseTtl, run } from "../../scripts/token.ts";
-import { hashApiKey } from "../../src/auth/api_keys.ts";
 
 Deno.test("deno task token mints a token with the asked claims and TTL", async () => {
   const dataDir = await Deno.makeTempDir();
@@ -44,11 +43,4 @@ Deno.test("deno task token rejects bad flags with a clear message", async () => 
   assert.equal(parseTtl("15m"), 900);
   assert.equal(parseTtl("7d"), 604800);
   assert.throws(() => parseTtl("0h"), /--ttl/);
-});
-
-Deno.test("deno task token --api-key prints a key and the hash that matches it", async () => {
-  const out = await run(["--api-key"], {});
-  const key = /api key \(shown once\): (cvg_\w+)/.exec(out)?.[1];
-  assert.ok(key);
-  assert.ok(out.includes(`config hash: ${await hashApiKey(key)}`));
 });

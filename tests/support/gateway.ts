@@ -1,12 +1,18 @@
-import { createApp } from "../../src/app.ts";
 import type { AppDeps } from "../../src/app.ts";
-import { composeDeps, type ComposeOverrides } from "../../src/compose.ts";
+import { createRuntime, type Runtime, type RuntimeOverrides } from "../../src/compose.ts";
 import { buildConfigSchema, type Config, type Env } from "../../src/config.ts";
+import type { UsageEvent } from "../../src/metering/usage_event.ts";
 
-/** A config for tests: the demo provider with no delays unless the test says otherwise. */
+/**
+ * A config for tests: an edge with the demo provider, no delays. Its usage
+ * events are collected by the test (see startGateway) rather than batched to
+ * an aggregator; aggregator tests set `role` and a database themselves.
+ */
 export function testConfig(raw: Record<string, unknown> = {}, env: Env = {}): Config {
   return buildConfigSchema(env).parse({
+    role: "edge",
     auth: { jwt_secret: "test-secret-that-is-long-enough-for-hs256" },
+    metering: { aggregator_url: "http://127.0.0.1:9", secret: "test-metering-secret" },
     providers: { demo: { protocol: "mock" } },
     models: {
       "convergio-demo": {
@@ -21,38 +27,57 @@ export function testConfig(raw: Record<string, unknown> = {}, env: Env = {}): Co
 export interface TestGateway {
   url: string;
   deps: AppDeps;
+  runtime: Runtime;
   logs: Array<Record<string, unknown>>;
+  /** Usage events of an edge gateway, when the test collects them. */
+  events: UsageEvent[];
   token(
-    claims?: Partial<{ tenant: string; user: string; mode: "byok" | "managed" }>,
+    claims?: Partial<
+      {
+        tenant: string;
+        user: string;
+        mode: "byok" | "managed";
+        roles: Array<"admin" | "tenant_admin" | "user">;
+      }
+    >,
   ): Promise<string>;
   close(): Promise<void>;
 }
 
-/** Starts the real app on a free loopback port. */
+/**
+ * Starts the real app on a free loopback port. Edge-only configs collect
+ * usage events in `events`; other roles run their real metering path.
+ */
 export async function startGateway(
   config: Config = testConfig(),
-  overrides: ComposeOverrides = {},
+  overrides: RuntimeOverrides = {},
 ): Promise<TestGateway> {
   const logs: Array<Record<string, unknown>> = [];
-  const deps = await composeDeps(config, {
+  const events: UsageEvent[] = [];
+  const runtime = await createRuntime(config, {
     logSink: (line) => logs.push(JSON.parse(line)),
+    ...(config.role === "edge" ? { meter: (e: UsageEvent) => events.push(e) } : {}),
     ...overrides,
   });
-  const app = createApp(deps);
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, runtime.app.fetch);
   return {
     url: `http://127.0.0.1:${server.addr.port}`,
-    deps,
+    deps: runtime.deps,
+    runtime,
     logs,
+    events,
     token: async (c = {}) =>
-      (await deps.tokens.mint({
+      (await runtime.deps.tokens.mint({
         user_id: c.user ?? "u1",
         tenant_id: c.tenant ?? "t1",
-        roles: ["user"],
+        roles: c.roles ?? ["user"],
         mode: c.mode ?? "byok",
         ttl_s: 600,
       })).token,
-    close: () => server.shutdown(),
+    close: async () => {
+      await server.shutdown();
+      await runtime.close();
+    },
   };
 }
 

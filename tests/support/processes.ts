@@ -47,11 +47,13 @@ function spawn(env: Record<string, string>, stdout: string[], i: number): Runnin
 
 /**
  * Spawns `n` real gateway processes (`src/main.ts`, as `deno task start` runs
- * it) on free ports, all with the same config file and JWT secret.
+ * it) on free ports, all with the same config file and JWT secret, each with
+ * a data folder of its own (its own embedded ledger unless `env` names one).
  */
 export async function startProcesses(
   n: number,
   raw: Record<string, unknown>,
+  env: Record<string, string> = {},
 ): Promise<GatewayProcesses> {
   const dir = await Deno.makeTempDir();
   const secret = crypto.randomUUID() + crypto.randomUUID();
@@ -59,7 +61,13 @@ export async function startProcesses(
   const stdout: string[] = [];
   const running = Array.from({ length: n }, (_, i) =>
     spawn(
-      { PORT: "0", GATEWAY_CONFIG: `${dir}/gateway.json`, DATA_DIR: dir, JWT_SECRET: secret },
+      {
+        PORT: "0",
+        GATEWAY_CONFIG: `${dir}/gateway.json`,
+        DATA_DIR: `${dir}/p${i}`,
+        JWT_SECRET: secret,
+        ...env,
+      },
       stdout,
       i,
     ));
