@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { percentiles, run } from "../../scripts/bench/added_latency.ts";
 import { run as runBudget } from "../../scripts/bench/budget.ts";
+import { run as runIngest } from "../../scripts/bench/ingest.ts";
 
 Deno.test("percentiles pick from the sorted samples", () => {
   const p = percentiles([5, 1, 4, 2, 3]);
@@ -40,4 +41,12 @@ Deno.test("the budget benchmark runs on the real Redis and admits in one round t
     "memory store",
     "redis store (REST bridge)",
   ]);
+});
+
+Deno.test("the ingest benchmark drives a real aggregator process into real Postgres", async () => {
+  const out = await runIngest(["--seconds", "1", "--batch", "50", "--concurrency", "2"]);
+  const row = out.split("\n").filter((l) => /^\| \d/.test(l))[0];
+  const [eventsPerSecond, , , , rows] = row.split("|").slice(1, 6).map((c) => Number(c.trim()));
+  assert.ok(eventsPerSecond > 0, out);
+  assert.ok(rows >= 150 && rows % 50 === 0, "whole batches, warm-up included, all landed");
 });
