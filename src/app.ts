@@ -27,6 +27,9 @@ import type { Logger } from "./obs/log.ts";
 import type { Metrics } from "./obs/metrics.ts";
 import type { FinishedRequest } from "./obs/request_record.ts";
 import type { Router } from "./providers/router.ts";
+import type { Tracer } from "@opentelemetry/api";
+import type { SloEngine } from "./obs/slo.ts";
+import { adminSloRoutes } from "./api/admin_slo.ts";
 
 /** What the public edge needs. */
 export interface EdgeDeps {
@@ -53,6 +56,8 @@ export interface AppDeps {
   tokens: TokenService;
   revocations: RevocationList;
   metrics: Metrics;
+  tracer: Tracer;
+  slo: SloEngine;
   /** Present when the role is edge or all. */
   edge?: EdgeDeps;
   /** Present when the role is aggregator or all. */
@@ -60,18 +65,54 @@ export interface AppDeps {
 }
 
 export function createApp(deps: AppDeps): Hono<AppEnv> {
-  const { config, clock, log, edge, aggregator } = deps;
-  const requireAuth = bearerAuth(deps.tokens);
+  const { config, clock, log, edge, aggregator, metrics, slo } = deps;
+  const requireAuth = bearerAuth(deps.tokens, deps.tracer);
   const app = new Hono<AppEnv>();
 
+  /** Every request ends here exactly once: log line, metrics, SLIs, usage event. */
   const report = (done: FinishedRequest) => {
-    const { metered: _m, started_at: _s, audio_seconds_in, audio_seconds_out, ...line } = done;
+    const {
+      metered,
+      started_at: _s,
+      streaming,
+      provider_ms,
+      ttft_ms,
+      audio_seconds_in,
+      audio_seconds_out,
+      ...line
+    } = done;
     log.info("request", { ...line, audio_seconds: audio_seconds_in + audio_seconds_out });
+    const route = done.route;
+    metrics.httpRequests.inc({
+      route,
+      method: done.method,
+      status_class: `${Math.floor(done.status / 100)}xx`,
+    });
+    metrics.httpDuration.observe({ route, streaming: String(streaming) }, done.latency_ms / 1000);
+    if (metered) {
+      metrics.overhead.observe({ route }, Math.max(0, done.latency_ms - provider_ms) / 1000);
+    }
+    slo.record({
+      status: done.status,
+      latency_ms: done.latency_ms,
+      api: route.startsWith("/v1/"),
+      chat: metered,
+      streaming,
+      ttft_ms,
+    });
     const event = usageEventOf(done);
-    if (event) edge?.meter(event);
+    if (!event) return;
+    if (event.cost_usd > 0) {
+      metrics.tenantCost.inc(
+        { tenant: metrics.tenantLabel(event.tenant_id, event.cost_usd), lane: event.lane },
+        event.cost_usd,
+      );
+      metrics.modelCost.inc({ model: event.model ?? "unknown", lane: event.lane }, event.cost_usd);
+    }
+    edge?.meter(event);
   };
 
-  app.use(requestContext(report, clock));
+  app.use(requestContext(report, clock, deps.tracer));
   app.use("/v1/chat/completions", openaiErrorShape);
   app.use("/v1/models", openaiErrorShape);
   const limit = bodyLimit({
@@ -93,9 +134,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     return c.body(await deps.metrics.registry.metrics());
   });
   app.use("/admin/*", requireAuth);
+  app.route("/admin", adminSloRoutes(slo));
 
   if (edge) {
-    const chat = createChatService(config, edge.router, edge.guard);
+    const chat = createChatService({ ...deps, router: edge.router, guard: edge.guard });
     const defaultModel = config.default_model ?? Object.keys(config.models)[0];
     app.route("/v1", sessionRoutes({ ...deps, guard: edge.guard, requireAuth }));
     // Chat requests produce a usage event even when refused after auth.

@@ -22,6 +22,9 @@ import { Spool } from "./metering/spool.ts";
 import type { UsageEvent } from "./metering/usage_event.ts";
 import { createLogger, type LogSink } from "./obs/log.ts";
 import { createMetrics } from "./obs/metrics.ts";
+import { SloEngine } from "./obs/slo.ts";
+import { defaultTracer } from "./obs/tracing.ts";
+import type { Tracer } from "@opentelemetry/api";
 import { buildAdapters } from "./providers/registry.ts";
 import { createRouter } from "./providers/router.ts";
 import type { ProviderAdapter } from "./providers/types.ts";
@@ -32,6 +35,8 @@ export interface RuntimeOverrides {
   /** Replaces configured adapters by provider name. */
   adapters?: Record<string, ProviderAdapter>;
   store?: BudgetStore;
+  /** Spans go here instead of the global tracer (tests use an in-memory exporter). */
+  tracer?: Tracer;
   /** Takes usage events instead of the batcher (edge tests without an aggregator). */
   meter?: (event: UsageEvent) => void;
 }
@@ -62,8 +67,15 @@ export async function createRuntime(
   overrides: RuntimeOverrides = {},
 ): Promise<Runtime> {
   const clock = overrides.clock ?? systemClock;
-  const log = createLogger(overrides.logSink ?? console.log, () => clock.now());
-  const metrics = createMetrics();
+  const obs = config.observability;
+  const log = createLogger(overrides.logSink ?? console.log, () => clock.now(), obs.log_level);
+  const metrics = createMetrics({
+    tenantLabelTopN: obs.tenant_label_top_n,
+    now: () => clock.now(),
+  });
+  const slo = new SloEngine(obs.slo, () => clock.now());
+  slo.register(metrics.registry);
+  const tracer = overrides.tracer ?? defaultTracer();
   const secret = await signingSecret(config.auth, config.data_dir);
   const revocations = new RevocationList(clock, config.auth.clock_skew_s * 1000);
   const tokens = createTokenService({
@@ -179,7 +191,18 @@ export async function createRuntime(
     };
   }
 
-  const deps: AppDeps = { config, clock, log, tokens, revocations, metrics, edge, aggregator };
+  const deps: AppDeps = {
+    config,
+    clock,
+    log,
+    tokens,
+    revocations,
+    metrics,
+    tracer,
+    slo,
+    edge,
+    aggregator,
+  };
   const app = self.app = createApp(deps);
   return {
     deps,

@@ -177,6 +177,21 @@ export function buildConfigSchema(env: Env) {
         downgrade_model: z.string().min(1).optional(),
       }),
     ).default({}),
+    observability: z.strictObject({
+      log_level: z.enum(["debug", "info", "warn", "error"]).default("info"),
+      /** Tenants with their own label on per-tenant metrics; the rest are "other". */
+      tenant_label_top_n: positiveInt.default(20),
+      slo: z.strictObject({
+        availability: z.number().gt(0).lt(1).default(0.995),
+        latency: z.number().gt(0).lt(1).default(0.95),
+        latency_ms: positiveInt.default(800),
+        ttft: z.number().gt(0).lt(1).default(0.95),
+        ttft_ms: positiveInt.default(1_500),
+        window_days: positiveInt.max(90).default(30),
+        budget_alert_per_day: z.number().gt(0).lte(1).default(0.25),
+        alert_min_events: positiveInt.default(100),
+      }).prefault({}),
+    }).prefault({}),
     guardrails: z.strictObject({
       store: z.enum(["memory", "redis"]).default("memory"),
       redis: z.strictObject({
@@ -315,6 +330,7 @@ const ENV_FIELDS: Array<[string, string[], (v: string) => unknown]> = [
   ["JWKS_ISSUER", ["auth", "jwks_issuer"], String],
   ["JWT_ALGORITHMS", ["auth", "jwks_algorithms"], (v) => v.split(",").map((s) => s.trim())],
   ["ROLE", ["role"], String],
+  ["LOG_LEVEL", ["observability", "log_level"], String],
   ["DATABASE_URL", ["database_url"], String],
   ["AGGREGATOR_URL", ["metering", "aggregator_url"], String],
   ["METERING_SECRET", ["metering", "secret"], String],

@@ -7,6 +7,7 @@
  *   deno task bench:budget [--requests 2000] [--warmup 200]
  */
 import { parseArgs } from "node:util";
+import { ROOT_CONTEXT } from "@opentelemetry/api";
 import type { Principal } from "../../src/auth/principal.ts";
 import { createChatService } from "../../src/api/chat_service.ts";
 import { RedisBudgetStore } from "../../src/budget/redis_store.ts";
@@ -80,9 +81,16 @@ export async function run(args: string[]): Promise<string> {
     runtimes.push(memoryRuntime, redisRuntime);
     const memory = memoryRuntime.deps.edge!;
     const redis = redisRuntime.deps.edge!;
-    const chatMemory = createChatService(config, memory.router, memory.guard);
-    const chatRedis = createChatService(config, redis.router, redis.guard);
-    const call = () => ({ principal, request, record: record(), signal });
+    const chatMemory = createChatService({ ...memoryRuntime.deps, ...memory });
+    const chatRedis = createChatService({ ...redisRuntime.deps, ...redis });
+    const call = () => ({
+      principal,
+      request,
+      record: record(),
+      signal,
+      trace: ROOT_CONTEXT,
+      transport: "http" as const,
+    });
 
     const none = await time(n, warmup, () =>
       memory.router.complete({

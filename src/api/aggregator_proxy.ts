@@ -36,7 +36,7 @@ export function forwardToAggregator(aggregatorUrl: string) {
       });
     }
     const out = new Headers(res.headers);
-    out.delete("x-request-id");
+    out.set("x-request-id", c.var.requestId);
     return new Response(res.body, { status: res.status, headers: out });
   };
 }

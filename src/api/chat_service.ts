@@ -1,11 +1,15 @@
+import { type Context, type Span, trace, type Tracer } from "@opentelemetry/api";
 import type { Principal } from "../auth/principal.ts";
 import type { Admission, Guard } from "../budget/guard.ts";
+import type { Clock } from "../clock.ts";
 import type { Config, ModelConfig } from "../config.ts";
-import { GatewayError } from "../errors.ts";
+import { GatewayError, toGatewayError } from "../errors.ts";
 import { costUsd } from "../metering/pricing.ts";
+import type { Metrics } from "../obs/metrics.ts";
 import type { RequestRecord } from "../obs/request_record.ts";
+import { failSpan, genAiProviderName, inSpan } from "../obs/tracing.ts";
 import type { ChatRequest } from "../providers/chat_schema.ts";
-import type { Routed, RouteParams, Router } from "../providers/router.ts";
+import type { Routed, RoutedStream, RouteParams, Router } from "../providers/router.ts";
 import { estimatePromptTokens, estimateTokens } from "../providers/token_estimate.ts";
 import type { ChatResult, ProviderEvent, TokenUsage } from "../providers/types.ts";
 
@@ -26,6 +30,9 @@ export interface ChatCall {
   request: ChatRequest;
   record: RequestRecord;
   signal: AbortSignal;
+  /** The request's trace context: this call's spans are its children. */
+  trace: Context;
+  transport: "http" | "sse" | "ws";
 }
 
 /** What every answer carries besides the completion: the served alias and guard headers. */
@@ -43,6 +50,15 @@ export interface StreamingChat extends Served {
   settle(usage: TokenUsage | null, produced: string, toolCalls: number): UsageSummary;
 }
 
+export interface ChatServiceDeps {
+  config: Config;
+  router: Router;
+  guard: Guard;
+  metrics: Metrics;
+  tracer: Tracer;
+  clock: Clock;
+}
+
 /** Response headers for an admission: rate limits, and the downgrade notice. */
 function servedHeaders(admission: Admission): Record<string, string> {
   return admission.downgradedFrom
@@ -50,12 +66,19 @@ function servedHeaders(admission: Admission): Record<string, string> {
     : admission.headers;
 }
 
+const GUARDRAIL_OF: Partial<Record<string, string>> = {
+  "budget.blocked": "block",
+  "quota.exceeded": "rate_limit",
+};
+
 /**
  * The one path every chat request takes, whatever API or transport it came
  * in on: alias resolution, the budget guard before any provider call,
- * routing, and usage accounting on the record.
+ * routing, usage accounting, and the spans and metrics of each step.
  */
-export function createChatService(config: Config, router: Router, guard: Guard) {
+export function createChatService(deps: ChatServiceDeps) {
+  const { config, router, guard, metrics, tracer, clock } = deps;
+
   function resolve(alias: string): ModelConfig {
     const model = config.models[alias];
     if (!model) {
@@ -65,6 +88,11 @@ export function createChatService(config: Config, router: Router, guard: Guard) 
     }
     return model;
   }
+
+  const providerName = (provider: string | undefined) => {
+    const p = provider ? config.providers[provider] : undefined;
+    return p ? genAiProviderName(p.protocol, "flavor" in p ? p.flavor : undefined) : "none";
+  };
 
   function summarize(
     call: ChatCall,
@@ -78,6 +106,25 @@ export function createChatService(config: Config, router: Router, guard: Guard) 
     record.fields.tool_calls = toolCalls;
     admission.settle(usage);
     record.fields.cost_usd = costUsd(resolve(admission.alias).price, usage);
+    const labels = {
+      gen_ai_provider_name: providerName(record.fields.provider),
+      gen_ai_request_model: admission.alias,
+    };
+    metrics.tokenUsage.observe({ ...labels, gen_ai_token_type: "input" }, usage.input_tokens);
+    metrics.tokenUsage.observe({ ...labels, gen_ai_token_type: "output" }, usage.output_tokens);
+    if (toolCalls) {
+      metrics.toolCalls.inc({ gen_ai_request_model: admission.alias }, toolCalls);
+      tracer.startSpan(
+        "tool calls",
+        { attributes: { "convergio.tool_calls": toolCalls } },
+        call.trace,
+      )
+        .end();
+    }
+    trace.getSpan(call.trace)?.setAttributes({
+      "gen_ai.usage.input_tokens": usage.input_tokens,
+      "gen_ai.usage.output_tokens": usage.output_tokens,
+    });
     return {
       in_tokens: usage.input_tokens,
       out_tokens: usage.output_tokens,
@@ -92,7 +139,31 @@ export function createChatService(config: Config, router: Router, guard: Guard) 
   /** Resolves the alias and passes the guard; the admission must be settled once. */
   async function admit(call: ChatCall): Promise<{ admission: Admission; params: RouteParams }> {
     resolve(call.request.model);
-    const admission = await guard.admit(call.principal, call.request, call.request.model);
+    const root = trace.getSpan(call.trace);
+    root?.setAttributes({
+      tenant_id: call.principal.tenant_id,
+      "gen_ai.operation.name": "chat",
+      "gen_ai.request.model": call.request.model,
+    });
+    const admission = await inSpan(
+      tracer,
+      call.trace,
+      "metering",
+      { tenant_id: call.principal.tenant_id, "convergio.lane": call.principal.mode },
+      async (span) => {
+        try {
+          const a = await guard.admit(call.principal, call.request, call.request.model);
+          if (a.downgradedFrom) {
+            call.record.fields.guardrail = "downgrade";
+            span.setAttribute("convergio.guardrail", "downgrade");
+          }
+          return a;
+        } catch (err) {
+          call.record.fields.guardrail = GUARDRAIL_OF[toGatewayError(err).code];
+          throw err;
+        }
+      },
+    );
     call.record.fields.model = admission.alias;
     return {
       admission,
@@ -107,38 +178,104 @@ export function createChatService(config: Config, router: Router, guard: Guard) 
     };
   }
 
+  /** Runs a provider call in its GenAI span, timing it for the overhead and duration metrics. */
+  async function providerCall<T extends Routed>(
+    call: ChatCall,
+    params: RouteParams,
+    run: () => Promise<T>,
+    describe: (r: T, span: Span) => void,
+  ): Promise<T> {
+    const started = clock.now();
+    const attributes = { "gen_ai.operation.name": "chat", "gen_ai.request.model": params.alias };
+    let errorType = "";
+    try {
+      return await inSpan(tracer, call.trace, `chat ${params.alias}`, attributes, async (span) => {
+        const r = await run();
+        call.record.fields.provider = r.provider;
+        span.setAttributes({
+          "gen_ai.provider.name": providerName(r.provider),
+          "convergio.provider": r.provider,
+          "convergio.deployment": r.deployment,
+          "convergio.attempts": r.attempts,
+        });
+        describe(r, span);
+        return r;
+      });
+    } catch (err) {
+      errorType = toGatewayError(err).code;
+      throw err;
+    } finally {
+      const elapsed = clock.now() - started;
+      call.record.providerMs += elapsed;
+      metrics.operationDuration.observe({
+        gen_ai_operation_name: "chat",
+        gen_ai_provider_name: providerName(call.record.fields.provider),
+        gen_ai_request_model: params.alias,
+        error_type: errorType,
+      }, elapsed / 1000);
+    }
+  }
+
   async function complete(
     call: ChatCall,
   ): Promise<Served & { result: ChatResult; usage: UsageSummary }> {
     const { admission, params } = await admit(call);
     let routed;
     try {
-      routed = await router.complete(params);
+      routed = await providerCall(call, params, () => router.complete(params), (r, span) => {
+        span.setAttributes({
+          "gen_ai.response.model": r.result.model,
+          "gen_ai.usage.input_tokens": r.result.usage.input_tokens,
+          "gen_ai.usage.output_tokens": r.result.usage.output_tokens,
+        });
+      });
     } catch (err) {
       admission.settle(null);
       throw err;
     }
-    call.record.fields.provider = routed.provider;
     const usage = summarize(call, admission, routed.result.usage, routed.result.tool_calls.length);
     return { ...routed, alias: admission.alias, headers: servedHeaders(admission), usage };
   }
 
   async function stream(call: ChatCall): Promise<StreamingChat> {
     const { admission, params } = await admit(call);
-    let routed;
+    let routed: RoutedStream;
     try {
-      routed = await router.stream(params);
+      routed = await providerCall(call, params, () => router.stream(params), () => {});
     } catch (err) {
       admission.settle(null);
       throw err;
     }
-    call.record.fields.provider = routed.provider;
+    const firstAt = clock.now();
+    call.record.ttftMs = firstAt - call.record.startedAtMs;
+    metrics.timeToFirstToken.observe({
+      gen_ai_provider_name: providerName(routed.provider),
+      gen_ai_request_model: admission.alias,
+      transport: call.transport,
+    }, call.record.ttftMs / 1000);
+    const span = tracer.startSpan("stream", {
+      attributes: { "convergio.transport": call.transport },
+    }, call.trace);
+    let model = params.alias;
+    async function* events(): AsyncGenerator<ProviderEvent> {
+      try {
+        for await (const ev of routed.events) {
+          if (ev.type === "done") model = ev.model;
+          yield ev;
+        }
+      } catch (err) {
+        failSpan(span, err);
+        throw err;
+      }
+    }
     return {
       ...routed,
+      events: events(),
       alias: admission.alias,
       headers: servedHeaders(admission),
-      settle: (usage, produced, toolCalls) =>
-        summarize(
+      settle: (usage, produced, toolCalls) => {
+        call.record.providerMs += clock.now() - firstAt;
+        const summary = summarize(
           call,
           admission,
           usage ?? {
@@ -146,7 +283,15 @@ export function createChatService(config: Config, router: Router, guard: Guard) 
             output_tokens: estimateTokens(produced),
           },
           toolCalls,
-        ),
+        );
+        span.setAttributes({
+          "gen_ai.response.model": model,
+          "gen_ai.usage.input_tokens": summary.in_tokens,
+          "gen_ai.usage.output_tokens": summary.out_tokens,
+        });
+        span.end();
+        return summary;
+      },
     };
   }
 

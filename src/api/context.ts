@@ -1,3 +1,4 @@
+import type { Context } from "@opentelemetry/api";
 import type { Principal } from "../auth/principal.ts";
 import type { RequestRecord } from "../obs/request_record.ts";
 
@@ -9,5 +10,7 @@ export interface AppEnv {
     record: RequestRecord;
     /** Error body shape for this route: OpenAI-compatible routes answer in OpenAI's. */
     errorShape: "v7" | "openai";
+    /** Trace context of the request's root span; child spans start from it. */
+    trace: Context;
   };
 }

@@ -3,6 +3,7 @@ import type { Clock } from "../clock.ts";
 import type { Sql } from "../db/client.ts";
 import { GatewayError } from "../errors.ts";
 import type { Logger } from "../obs/log.ts";
+import type { Metrics } from "../obs/metrics.ts";
 import { ingestBatch } from "../metering/ingest.ts";
 import { managedSpend } from "../metering/ledger.ts";
 import { verifyBody } from "../metering/signature.ts";
@@ -11,6 +12,7 @@ import type { AppEnv } from "./context.ts";
 
 export interface InternalMeteringDeps {
   sql: Sql;
+  metrics: Metrics;
   secret: string;
   clock: Clock;
   log: Logger;
@@ -18,7 +20,7 @@ export interface InternalMeteringDeps {
 
 /** Service-to-service routes: edges deliver batches and read rollups, HMAC-signed. */
 export function internalMeteringRoutes(deps: InternalMeteringDeps) {
-  const { sql, secret, clock, log } = deps;
+  const { sql, secret, clock, log, metrics } = deps;
   const app = new Hono<AppEnv>();
 
   const requireSignature = async (payload: string, header: string | undefined) => {
@@ -56,6 +58,8 @@ export function internalMeteringRoutes(deps: InternalMeteringDeps) {
       }
       return c.json(result);
     } catch (err) {
+      metrics.dbErrors.inc({ op: "ingest" });
+      log.error("metering: ledger write failed", { error: (err as Error).message });
       throw new GatewayError("internal", "ledger unavailable; retry the batch", {
         status: 503,
         retryable: true,

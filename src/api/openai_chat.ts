@@ -51,6 +51,8 @@ export function openaiChatRoutes(config: Config, chat: ChatService, clock: Clock
       request,
       record: c.var.record,
       signal: c.req.raw.signal,
+      trace: c.var.trace,
+      transport: request.stream ? "sse" as const : "http" as const,
     };
     const id = `chatcmpl-${requestId}`;
     const created = Math.floor(clock.now() / 1000);

@@ -72,6 +72,8 @@ export function v7ChatRoutes(chat: ChatService, defaultModel: string, clock: Clo
       request: toCanonical(body, defaultModel, principal.mode),
       record: c.var.record,
       signal: c.req.raw.signal,
+      trace: c.var.trace,
+      transport: "http",
     });
     setServedHeaders(c, out);
     return c.json({
@@ -99,6 +101,8 @@ export function v7ChatRoutes(chat: ChatService, defaultModel: string, clock: Clo
       request: toCanonical(body, defaultModel, principal.mode),
       record: c.var.record,
       signal,
+      trace: c.var.trace,
+      transport: "sse",
     });
     setServedHeaders(c, stream);
     c.var.record.defer();

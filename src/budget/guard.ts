@@ -183,6 +183,9 @@ export function createGuard(deps: GuardDeps) {
       );
     }
 
+    if (managed) {
+      metrics.budgetFraction.set({ tenant: metrics.tenantLabel(p.tenant_id) }, result.fraction);
+    }
     for (const period of result.alerts) {
       metrics.guardrailActions.inc({ action: "alert", lane });
       log.warn("budget alert", {

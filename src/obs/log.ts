@@ -18,13 +18,28 @@ export function redactFields(fields: LogFields): LogFields {
   return out;
 }
 
-/** One JSON object per line, with credentials redacted by field name. */
-export function createLogger(sink: LogSink, now: () => number = Date.now) {
-  const write = (level: string, msg: string, fields: LogFields = {}) =>
+export type LogLevel = "debug" | "info" | "warn" | "error";
+const RANK: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
+
+/** One JSON object per line at or above `level`, with credentials redacted by field name. */
+export function createLogger(
+  sink: LogSink,
+  now: () => number = Date.now,
+  level: LogLevel = "info",
+) {
+  const write = (at: LogLevel, msg: string, fields: LogFields = {}) => {
+    if (RANK[at] < RANK[level]) return;
     sink(
-      JSON.stringify({ ts: new Date(now()).toISOString(), level, msg, ...redactFields(fields) }),
+      JSON.stringify({
+        ts: new Date(now()).toISOString(),
+        level: at,
+        msg,
+        ...redactFields(fields),
+      }),
     );
+  };
   return {
+    debug: (msg: string, fields?: LogFields) => write("debug", msg, fields),
     info: (msg: string, fields?: LogFields) => write("info", msg, fields),
     warn: (msg: string, fields?: LogFields) => write("warn", msg, fields),
     error: (msg: string, fields?: LogFields) => write("error", msg, fields),

@@ -1,13 +1,53 @@
-import { Counter, Gauge, Registry } from "prom-client";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { TenantLabels } from "./tenant_labels.ts";
+
+/** Request latency buckets, dense around the SLO thresholds (800 ms, 1.5 s). */
+const LATENCY_BUCKETS = [
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.4,
+  0.6,
+  0.8,
+  1,
+  1.25,
+  1.5,
+  2,
+  3,
+  5,
+  10,
+  30,
+];
+/** The gateway's own overhead is small: sub-millisecond to a few hundred ms. */
+const OVERHEAD_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];
+/** OpenTelemetry's advised buckets for gen_ai.client.token.usage. */
+const TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304];
 
 /**
  * The process's Prometheus registry and the metrics the edge records. One
  * registry per app instance (no global default), so tests get clean counts.
  */
-export function createMetrics() {
+export function createMetrics(opts: { tenantLabelTopN?: number; now?: () => number } = {}) {
   const registry = new Registry();
-  return {
+  const labels = new TenantLabels(opts.tenantLabelTopN ?? 20, opts.now ?? Date.now);
+  const metrics = {
     registry,
+    /**
+     * The bounded label for a tenant on per-tenant metrics (top N by today's
+     * spend, else "other"); series of tenants that lost their place at a day's
+     * rollover are removed.
+     */
+    tenantLabel(tenant: string, usd = 0): string {
+      const { label, dropped } = labels.label(tenant, usd);
+      for (const t of dropped) {
+        metrics.tenantCost.remove({ tenant: t, lane: "managed" });
+        metrics.tenantCost.remove({ tenant: t, lane: "byok" });
+        metrics.budgetFraction.remove({ tenant: t });
+      }
+      return label;
+    },
     guardrailActions: new Counter({
       name: "convergio_guardrail_actions_total",
       help: "Guardrail actions taken: alert, downgrade, block, global_cap, rate_limit.",
@@ -66,7 +106,100 @@ export function createMetrics() {
       help: "Events the aggregator refused as invalid (kept in usage_events_rejected).",
       registers: [registry],
     }),
+    // Traffic, errors, latency.
+    httpRequests: new Counter({
+      name: "convergio_http_requests_total",
+      help: "HTTP requests by route pattern, method and status class (2xx, 4xx, 5xx).",
+      labelNames: ["route", "method", "status_class"] as const,
+      registers: [registry],
+    }),
+    httpDuration: new Histogram({
+      name: "convergio_http_request_duration_seconds",
+      help: "Whole-request latency, to the last byte (streams: to the end of the stream).",
+      labelNames: ["route", "streaming"] as const,
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
+    overhead: new Histogram({
+      name: "convergio_gateway_overhead_seconds",
+      help: "The gateway's own time per request: whole latency minus time in provider calls.",
+      labelNames: ["route"] as const,
+      buckets: OVERHEAD_BUCKETS,
+      registers: [registry],
+    }),
+    timeToFirstToken: new Histogram({
+      name: "gen_ai_server_time_to_first_token_seconds",
+      help: "Time from request to the first streamed token (OpenTelemetry GenAI).",
+      labelNames: ["gen_ai_provider_name", "gen_ai_request_model", "transport"] as const,
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
+    operationDuration: new Histogram({
+      name: "gen_ai_client_operation_duration_seconds",
+      help: "Provider call duration (OpenTelemetry GenAI), failovers included.",
+      labelNames: [
+        "gen_ai_operation_name",
+        "gen_ai_provider_name",
+        "gen_ai_request_model",
+        "error_type",
+      ] as const,
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
+    tokenUsage: new Histogram({
+      name: "gen_ai_client_token_usage",
+      help: "Tokens per request by type, input or output (OpenTelemetry GenAI); _sum is the total.",
+      labelNames: ["gen_ai_token_type", "gen_ai_provider_name", "gen_ai_request_model"] as const,
+      buckets: TOKEN_BUCKETS,
+      registers: [registry],
+    }),
+    toolCalls: new Counter({
+      name: "convergio_tool_calls_total",
+      help: "Tool calls returned by models.",
+      labelNames: ["gen_ai_request_model"] as const,
+      registers: [registry],
+    }),
+    // Providers and failover.
+    providerAttempts: new Counter({
+      name: "convergio_provider_attempts_total",
+      help: "Provider call attempts by provider, deployment and outcome (ok, error).",
+      labelNames: ["provider", "deployment", "outcome"] as const,
+      registers: [registry],
+    }),
+    providerFailovers: new Counter({
+      name: "convergio_provider_failovers_total",
+      help: "Attempts that failed and moved the request on to another attempt.",
+      labelNames: ["provider", "deployment"] as const,
+      registers: [registry],
+    }),
+    // Cost: increase(...[1d]) gives $/tenant/day and $/model/day.
+    tenantCost: new Counter({
+      name: "convergio_tenant_cost_usd_total",
+      help: "Cost in USD by tenant (top N by today's spend, the rest as other) and lane.",
+      labelNames: ["tenant", "lane"] as const,
+      registers: [registry],
+    }),
+    modelCost: new Counter({
+      name: "convergio_model_cost_usd_total",
+      help: "Cost in USD by model alias and lane.",
+      labelNames: ["model", "lane"] as const,
+      registers: [registry],
+    }),
+    dbErrors: new Counter({
+      name: "convergio_db_errors_total",
+      help: "Ledger database operations that failed, by operation (RB-5).",
+      labelNames: ["op"] as const,
+      registers: [registry],
+    }),
+    budgetFraction: new Gauge({
+      name: "convergio_budget_fraction_used",
+      help:
+        "Highest fraction of a managed budget used at the tenant's last request (top N tenants).",
+      labelNames: ["tenant"] as const,
+      registers: [registry],
+    }),
   };
+  return metrics;
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -18,6 +18,9 @@ export interface RequestLogFields {
   audio_seconds_out: number;
   cost_usd: number;
   error_code?: string;
+  /** Guardrail action taken on this request, if any (downgrade, block, rate_limit). */
+  guardrail?: string;
+  trace_id?: string;
 }
 
 /** What a finished request reports, once. */
@@ -27,6 +30,11 @@ export interface FinishedRequest extends RequestLogFields {
   started_at: number;
   /** True for requests that produce a usage event (chat, voice). */
   metered: boolean;
+  streaming: boolean;
+  /** Time spent waiting on providers, so the gateway's own overhead can be told apart. */
+  provider_ms: number;
+  /** Time to the first streamed token, when there was one. */
+  ttft_ms?: number;
 }
 
 /**
@@ -38,6 +46,8 @@ export class RequestRecord {
   readonly fields: RequestLogFields;
   /** Set by metered routes, so even their refusals produce a usage event. */
   metered = false;
+  providerMs = 0;
+  ttftMs?: number;
   #deferred = false;
   #ended = false;
 
@@ -68,6 +78,11 @@ export class RequestRecord {
     this.fields.mode = p.mode;
   }
 
+  /** When the request started, in clock milliseconds. */
+  get startedAtMs(): number {
+    return this.startedAt;
+  }
+
   /** Hands the end of this record to the stream that outlives the handler. */
   defer(): void {
     this.#deferred = true;
@@ -86,6 +101,9 @@ export class RequestRecord {
       latency_ms: this.now() - this.startedAt,
       started_at: this.startedAt,
       metered: this.metered,
+      streaming: this.#deferred,
+      provider_ms: this.providerMs,
+      ttft_ms: this.ttftMs,
     });
   }
 }

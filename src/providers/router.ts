@@ -1,6 +1,7 @@
 import type { Clock } from "../clock.ts";
 import type { Config, Mode, ModelConfig } from "../config.ts";
 import { GatewayError } from "../errors.ts";
+import { createMetrics, type Metrics } from "../obs/metrics.ts";
 import type { Secret } from "../secret.ts";
 import { CircuitBreaker } from "./breaker.ts";
 import type { ChatRequest } from "./chat_schema.ts";
@@ -60,6 +61,8 @@ export interface RouterDeps {
   config: Config;
   adapters: Record<string, ProviderAdapter>;
   clock: Clock;
+  /** Where attempts and failovers are exported; a private registry when absent. */
+  metrics?: Metrics;
   random?: () => number;
 }
 
@@ -87,6 +90,7 @@ function finalError(err: unknown, mode: Mode): GatewayError {
 export function createRouter(deps: RouterDeps) {
   const { config, adapters, clock } = deps;
   const random = deps.random ?? Math.random;
+  const metrics = deps.metrics ?? createMetrics();
   const opts = config.routing;
   const breakers = new Map<string, CircuitBreaker>();
   const counters = new Map<string, DeploymentCounters>();
@@ -147,6 +151,7 @@ export function createRouter(deps: RouterDeps) {
       if (!target) break;
       if (prev) {
         counterFor(`${prev.provider}/${prev.deployment}`).failovers++;
+        metrics.providerFailovers.inc({ provider: prev.provider, deployment: prev.deployment });
         await sleep(opts.backoff_ms * 2 ** (n - 1) * (0.5 + random() / 2), p.signal);
       }
       prev = target;
@@ -173,6 +178,11 @@ export function createRouter(deps: RouterDeps) {
       try {
         const value = await exec(target, call, () => clearTimeout(firstByteTimer));
         target.breaker.onSuccess();
+        metrics.providerAttempts.inc({
+          provider: target.provider,
+          deployment: target.deployment,
+          outcome: "ok",
+        });
         return { value, target, attempts: n + 1, release };
       } catch (err) {
         release();
@@ -188,6 +198,11 @@ export function createRouter(deps: RouterDeps) {
           );
         }
         stats.errors++;
+        metrics.providerAttempts.inc({
+          provider: target.provider,
+          deployment: target.deployment,
+          outcome: "error",
+        });
         target.breaker.onFailure();
         lastErr = failure;
       }
