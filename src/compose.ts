@@ -11,6 +11,7 @@ import { createGuard } from "./budget/guard.ts";
 import { MemoryBudgetStore } from "./budget/memory_store.ts";
 import { RedisBudgetStore } from "./budget/redis_store.ts";
 import type { BudgetStore } from "./budget/store.ts";
+import { registerSpendGauges } from "./budget/spend_gauges.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import type { Config } from "./config.ts";
 import { type Database, openDatabase } from "./db/client.ts";
@@ -24,7 +25,7 @@ import { createLogger, type LogSink } from "./obs/log.ts";
 import { createMetrics } from "./obs/metrics.ts";
 import { SloEngine } from "./obs/slo.ts";
 import { defaultTracer } from "./obs/tracing.ts";
-import type { Tracer } from "@opentelemetry/api";
+import { ProxyTracerProvider, type Tracer } from "@opentelemetry/api";
 import { buildAdapters } from "./providers/registry.ts";
 import { createRouter } from "./providers/router.ts";
 import type { ProviderAdapter } from "./providers/types.ts";
@@ -75,7 +76,9 @@ export async function createRuntime(
   });
   const slo = new SloEngine(obs.slo, () => clock.now());
   slo.register(metrics.registry);
-  const tracer = overrides.tracer ?? defaultTracer();
+  const tracer = overrides.tracer ??
+    // A proxy provider with no delegate yields the API's no-op tracer.
+    (obs.enabled ? defaultTracer() : new ProxyTracerProvider().getTracer("off"));
   const secret = await signingSecret(config.auth, config.data_dir);
   const revocations = new RevocationList(clock, config.auth.clock_skew_s * 1000);
   const tokens = createTokenService({
@@ -131,6 +134,7 @@ export async function createRuntime(
         : new MemoryBudgetStore(clock));
     const alerts = createAlertWebhook({ url: config.guardrails.alert_webhook_url, log, metrics });
     const guard = createGuard({ config, store, clock, log, metrics, alerts });
+    registerSpendGauges(metrics.registry, store, config.guardrails.global_daily_cap_usd, clock);
     let meter = overrides.meter;
     if (!meter) {
       const m = config.metering;

@@ -178,6 +178,8 @@ export function buildConfigSchema(env: Env) {
       }),
     ).default({}),
     observability: z.strictObject({
+      /** Metrics and tracing; off only to measure what they cost. */
+      enabled: z.boolean().default(true),
       log_level: z.enum(["debug", "info", "warn", "error"]).default("info"),
       /** Tenants with their own label on per-tenant metrics; the rest are "other". */
       tenant_label_top_n: positiveInt.default(20),
@@ -331,6 +333,7 @@ const ENV_FIELDS: Array<[string, string[], (v: string) => unknown]> = [
   ["JWT_ALGORITHMS", ["auth", "jwks_algorithms"], (v) => v.split(",").map((s) => s.trim())],
   ["ROLE", ["role"], String],
   ["LOG_LEVEL", ["observability", "log_level"], String],
+  ["OBSERVABILITY", ["observability", "enabled"], (v) => v !== "off" && v !== "false"],
   ["DATABASE_URL", ["database_url"], String],
   ["AGGREGATOR_URL", ["metering", "aggregator_url"], String],
   ["METERING_SECRET", ["metering", "secret"], String],

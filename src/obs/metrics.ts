@@ -29,7 +29,9 @@ const TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048
  * The process's Prometheus registry and the metrics the edge records. One
  * registry per app instance (no global default), so tests get clean counts.
  */
-export function createMetrics(opts: { tenantLabelTopN?: number; now?: () => number } = {}) {
+export function createMetrics(
+  opts: { tenantLabelTopN?: number; now?: () => number; enabled?: boolean } = {},
+) {
   const registry = new Registry();
   const labels = new TenantLabels(opts.tenantLabelTopN ?? 20, opts.now ?? Date.now);
   const metrics = {
@@ -199,7 +201,23 @@ export function createMetrics(opts: { tenantLabelTopN?: number; now?: () => numb
       registers: [registry],
     }),
   };
+  if (opts.enabled === false) disable(metrics);
   return metrics;
+}
+
+const NOOP = () => {};
+
+/**
+ * Observability off: every metric keeps its type but records nothing and
+ * leaves the registry, so the hot path pays for no label hashing at all.
+ */
+function disable(metrics: Record<string, unknown> & { registry: Registry }) {
+  metrics.registry.clear();
+  for (const value of Object.values(metrics)) {
+    if (value instanceof Counter || value instanceof Gauge || value instanceof Histogram) {
+      Object.assign(value, { inc: NOOP, set: NOOP, observe: NOOP, remove: NOOP });
+    }
+  }
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -208,9 +208,10 @@ Deno.test("internal rollups: signed reads give managed spend per tenant for the 
     const res = await getRollups(gw, `?day=${day}`, await signBody(SECRET, path, Date.now()));
     assert.equal(res.status, 200, JSON.stringify(res.json));
     assert.equal(res.json.day, day);
-    const tenants = [...res.json.tenants].sort((x: { tenant_id: string }, y: { tenant_id: string }) =>
-      x.tenant_id.localeCompare(y.tenant_id)
-    );
+    const tenants = [...res.json.tenants].sort((
+      x: { tenant_id: string },
+      y: { tenant_id: string },
+    ) => x.tenant_id.localeCompare(y.tenant_id));
     assert.deepEqual(tenants, [
       { tenant_id: "tenant-a", day_usd: 0.75, month_usd: 1.75 },
       { tenant_id: "tenant-b", day_usd: 0.125, month_usd: 0.125 },
@@ -254,5 +255,25 @@ Deno.test("internal rollups: signed reads give managed spend per tenant for the 
       assert.equal(res.status, 400, bad);
       assert.equal(res.json.error.code, "request.invalid", bad);
     }
+  });
+});
+
+Deno.test("internal batches: a ledger that fails mid-ingest answers 503 retryable, then recovers", async () => {
+  await withAggregator(async (gw) => {
+    const sql = gw.runtime.db!.sql;
+    await sql`ALTER TABLE usage_daily_model RENAME TO usage_daily_model_away`;
+    const body = JSON.stringify({ batch_id: "b-down", events: [event("r-down")] });
+    const down = await signed(gw, body);
+    assert.equal(down.status, 503, JSON.stringify(down.json));
+    assert.equal(down.json.error.code, "internal");
+    assert.equal(down.json.error.retryable, true);
+    // One statement: nothing half-written.
+    const [{ n }] = await sql`SELECT count(*)::int AS n FROM usage_events`;
+    assert.equal(n, 0);
+
+    await sql`ALTER TABLE usage_daily_model_away RENAME TO usage_daily_model`;
+    const retried = await signed(gw, body);
+    assert.equal(retried.status, 200);
+    assert.equal(retried.json.accepted, 1);
   });
 });

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import type { Sql } from "../../src/db/client.ts";
+import { signBody } from "../../src/metering/signature.ts";
 import { type DbKind, freshPostgres } from "../support/db.ts";
 import { startGateway, testConfig, type TestGateway } from "../support/gateway.ts";
 
@@ -62,7 +63,10 @@ async function get(gw: TestGateway, path: string, token: string) {
 }
 
 const chat = (prompt: string) => ({ prompt });
-const completion = (model: string) => ({ model, messages: [{ role: "user", content: "hi there" }] });
+const completion = (model: string) => ({
+  model,
+  messages: [{ role: "user", content: "hi there" }],
+});
 
 /** What each request of the traffic below is expected to produce. */
 const TRAFFIC = [
@@ -244,7 +248,10 @@ Deno.test("usage: /v1/usage/events is scoped by role, filters, and pages exactly
       "req-a2",
       "req-a4",
     ]);
-    assert.deepEqual(ids(await get(gw, `/v1/usage/events?tenant_id=${B}&user_id=alice`, admin)), []);
+    assert.deepEqual(
+      ids(await get(gw, `/v1/usage/events?tenant_id=${B}&user_id=alice`, admin)),
+      [],
+    );
     assert.deepEqual(
       ids(await get(gw, "/v1/usage/events?model=convergio-demo", admin)),
       ["req-a1", "req-a2", "req-a3", "req-b1", "req-b2"],
@@ -266,9 +273,8 @@ Deno.test("usage: /v1/usage/events is scoped by role, filters, and pages exactly
     const atNewest = all.json.data.filter((e: { occurred_at: string }) =>
       e.occurred_at === newest
     ).length;
-    const atOldest = all.json.data.filter((e: { occurred_at: string }) =>
-      e.occurred_at === oldest
-    ).length;
+    const atOldest =
+      all.json.data.filter((e: { occurred_at: string }) => e.occurred_at === oldest).length;
     const q = (from: string, to?: string) =>
       `/v1/usage/events?from=${encodeURIComponent(from)}${
         to ? `&to=${encodeURIComponent(to)}` : ""
@@ -395,6 +401,68 @@ Deno.test("usage: billing.csv has per day/model/lane rows and a total equal to t
       const r = await get(gw, `/v1/usage/billing.csv?${bad}`, tenantAdmin);
       assert.equal(r.status, 400, bad);
       assert.equal(r.json.error.code, "request.invalid", bad);
+    }
+  });
+});
+
+Deno.test("usage: /v1/usage/current maps managed spend to the budget thresholds, BYOK excluded", async () => {
+  await withGateway("postgres", async (gw) => {
+    const now = new Date().toISOString();
+    const event = (request_id: string, tenant_id: string, cost_usd: number, mode = "managed") => ({
+      request_id,
+      tenant_id,
+      user_id: "u1",
+      session_id: null,
+      provider: "demo",
+      model: "convergio-demo",
+      input_tokens: 1,
+      output_tokens: 1,
+      tool_calls_count: 0,
+      audio_seconds_in: 0,
+      audio_seconds_out: 0,
+      latency_ms: 1,
+      success: true,
+      error_code: null,
+      mode,
+      lane: mode,
+      cost_usd,
+      occurred_at: now,
+    });
+    // Daily budget 10: 0.5, 8.5, 9.5 and 11.5 USD are none, alert, downgrade and block.
+    const cases = [
+      ["t-none", 5, "none"],
+      ["t-alert", 85, "alert"],
+      ["t-down", 95, "downgrade"],
+      ["t-block", 115, "block"],
+    ] as const;
+    const events = cases.flatMap(([tenant, tenths]) => [
+      event(`${tenant}-m`, tenant, tenths / 10),
+      event(`${tenant}-b`, tenant, 1000, "byok"),
+    ]);
+    const body = JSON.stringify({ batch_id: "b-budget", events });
+    const ingest = await fetch(`${gw.url}/internal/metering/batches`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        "x-convergio-signature": await signBody(SECRET, body, Date.now()),
+      },
+      body,
+    });
+    assert.equal(ingest.status, 200);
+    assert.equal((await ingest.json()).accepted, events.length);
+
+    for (const [tenant, tenths, action] of cases) {
+      const res = await get(gw, "/v1/usage/current", await gw.token({ tenant }));
+      assert.equal(res.status, 200, res.text);
+      const { day, month } = res.json;
+      assert.equal(day.requests, 2, tenant);
+      assert.ok(close(day.cost_usd, 1000 + tenths / 10), tenant);
+      assert.ok(close(day.managed_cost_usd, tenths / 10), tenant);
+      assert.ok(close(day.budget.spent_usd, tenths / 10), tenant);
+      assert.ok(close(day.budget.fraction, tenths / 10 / DAILY_BUDGET), tenant);
+      assert.equal(day.budget.action, action, tenant);
+      assert.ok(close(month.budget.fraction, tenths / 10 / MONTHLY_BUDGET), tenant);
+      assert.equal(month.budget.action, "none", tenant);
     }
   });
 });

@@ -284,7 +284,7 @@ for (const kind of DB_KINDS) {
     await withDatabase(kind, async ({ sql }) => {
       const tricky = [
         usageEvent({
-          user_id: "=HYPERLINK(\"http://x\")",
+          user_id: '=HYPERLINK("http://x")',
           session_id: 'say "hi", then\nleave',
           occurred_at: "2024-03-01T00:00:01.000Z",
         }),
@@ -311,13 +311,19 @@ for (const kind of DB_KINDS) {
       for (const row of table) assert.equal(row.length, COLUMNS.length);
       const col = (name: string) => table.slice(1).map((r) => r[COLUMNS.indexOf(name)]);
       assert.deepEqual(col("user_id"), [
-        "'=HYPERLINK(\"http://x\")",
+        '\'=HYPERLINK("http://x")',
         "'+1",
         "'-2",
         "'@sum",
         "plain",
       ]);
-      assert.deepEqual(col("session_id"), ['say "hi", then\nleave', "sess-1", "sess-1", "sess-1", ""]);
+      assert.deepEqual(col("session_id"), [
+        'say "hi", then\nleave',
+        "sess-1",
+        "sess-1",
+        "sess-1",
+        "",
+      ]);
       assert.deepEqual(col("error_code"), ["", "", "", "", "a,b"]);
       assert.deepEqual(col("success"), ["true", "true", "true", "true", "false"]);
       assert.deepEqual(col("cost_usd").slice(4), ["0.5"]);

@@ -163,9 +163,8 @@ for (const kind of DB_KINDS) {
       assert.equal(result.duplicates, 1);
       assert.deepEqual(result.rejected, []);
       assert.equal(await count(sql, "usage_events"), 2);
-      const [row] = await sql`SELECT input_tokens FROM usage_events WHERE request_id = ${
-        a.request_id
-      }`;
+      const [row] =
+        await sql`SELECT input_tokens FROM usage_events WHERE request_id = ${a.request_id}`;
       assert.equal(row.input_tokens, 7);
       const [tenant] = await rollup(sql, "usage_daily_tenant");
       assert.equal(tenant.requests, 2);
@@ -278,7 +277,10 @@ for (const kind of DB_KINDS) {
       assert.equal(t2.tool_calls, 4);
       assert.equal(t2.audio_seconds, 4.25);
       assert.equal(t2.managed_cost_usd, "12.345678");
-      assert.ok(model.some((r) => r.key === "2024-03-10|unknown"), "null model rolls up as unknown");
+      assert.ok(
+        model.some((r) => r.key === "2024-03-10|unknown"),
+        "null model rolls up as unknown",
+      );
 
       // Redelivery, whole and in a different cut, changes nothing.
       await ingestBatch(sql, "b-1", events.slice(0, 4));

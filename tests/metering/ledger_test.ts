@@ -164,7 +164,10 @@ for (const kind of DB_KINDS) {
         newestFirst(events.filter(pred)).map((e) => e.request_id);
 
       assert.deepEqual(await list({ limit: 100 }), want(() => true));
-      assert.deepEqual(await list({ tenant_id: "t1", limit: 100 }), want((e) => e.tenant_id === "t1"));
+      assert.deepEqual(
+        await list({ tenant_id: "t1", limit: 100 }),
+        want((e) => e.tenant_id === "t1"),
+      );
       assert.deepEqual(await list({ tenant_id: "t2", limit: 100 }), ["r08"]);
       assert.deepEqual(
         await list({ tenant_id: "t1", user_id: "u1", limit: 100 }),
@@ -195,7 +198,12 @@ for (const kind of DB_KINDS) {
       );
       assert.deepEqual(await list({ tenant_id: "t1", limit: 3 }), ["r07", "r06", "r05"]);
 
-      const [row] = await listEvents(sql, { tenant_id: "t1", user_id: "u2", success: false, limit: 1 });
+      const [row] = await listEvents(sql, {
+        tenant_id: "t1",
+        user_id: "u2",
+        success: false,
+        limit: 1,
+      });
       const { lane: _lane, ...r06 } = events[5];
       assert.deepEqual({ ...row }, r06, "every field, cost as a number, ISO time");
     });
