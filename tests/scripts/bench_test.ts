@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { percentiles, run } from "../../scripts/bench/added_latency.ts";
 import { run as runBudget } from "../../scripts/bench/budget.ts";
 import { run as runIngest } from "../../scripts/bench/ingest.ts";
+import { run as runObservability } from "../../scripts/bench/observability.ts";
 
 Deno.test("percentiles pick from the sorted samples", () => {
   const p = percentiles([5, 1, 4, 2, 3]);
@@ -49,4 +50,17 @@ Deno.test("the ingest benchmark drives a real aggregator process into real Postg
   const [eventsPerSecond, , , , rows] = row.split("|").slice(1, 6).map((c) => Number(c.trim()));
   assert.ok(eventsPerSecond > 0, out);
   assert.ok(rows >= 150 && rows % 50 === 0, "whole batches, warm-up included, all landed");
+});
+
+Deno.test("the observability benchmark compares real gateway processes with it on and off", async () => {
+  const out = await runObservability(["--seconds", "1", "--connections", "2"]);
+  const rows = out.split("\n").filter((l) => /^\| (on|off) /.test(l));
+  assert.equal(rows.length, 2, out);
+  for (const row of rows) {
+    const [rps, , , errors] = row.split("|").slice(2, 6).map((c) => Number(c.trim()));
+    assert.ok(rps > 0, row);
+    assert.equal(errors, 0, row);
+  }
+  const exports = Number(/OTLP trace exports received: (\d+)/.exec(out)?.[1]);
+  assert.ok(exports > 0, "with it on, spans reached the OTLP sink");
 });

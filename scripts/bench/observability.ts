@@ -1,0 +1,145 @@
+/**
+ * The cost of observability: requests/s and latency through the gateway with
+ * metrics and tracing on (OTEL_DENO=true, spans exported over OTLP to a local
+ * sink) vs off (OBSERVABILITY=off), in one run, same load, same machine. Each
+ * gateway runs in its own process on loopback, demo provider without delays.
+ *   deno task bench:observability [--seconds 8] [--connections 32]
+ */
+import { parseArgs } from "node:util";
+import { createTokenService } from "../../src/auth/tokens.ts";
+import { RevocationList } from "../../src/auth/revocation.ts";
+import { systemClock } from "../../src/clock.ts";
+import { buildConfigSchema } from "../../src/config.ts";
+import { percentiles } from "./added_latency.ts";
+
+async function spawnGateway(env: Record<string, string>) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net", "--allow-env", "--allow-read", "--allow-write", "src/main.ts"],
+    env: { PORT: "0", ...env },
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (true) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`gateway exited: ${text}`);
+    text += value;
+    const url = /listening on (http:\/\/[\d.]+:\d+)/.exec(text)?.[1];
+    if (url) {
+      (async () => {
+        while (!(await reader.read()).done);
+      })().catch(() => {});
+      return {
+        url,
+        async stop() {
+          child.kill("SIGTERM");
+          await child.status;
+        },
+      };
+    }
+  }
+}
+
+async function load(url: string, token: string, seconds: number, connections: number) {
+  const body = JSON.stringify({
+    model: "convergio-demo",
+    messages: [{ role: "user", content: "hello" }],
+  });
+  const headers = { authorization: `Bearer ${token}`, "content-type": "application/json" };
+  const samples: number[] = [];
+  let errors = 0;
+  const deadline = performance.now() + seconds * 1000;
+  const started = performance.now();
+  await Promise.all(Array.from({ length: connections }, async () => {
+    while (performance.now() < deadline) {
+      const t0 = performance.now();
+      const res = await fetch(`${url}/v1/chat/completions`, { method: "POST", headers, body });
+      await res.arrayBuffer();
+      if (res.ok) samples.push(performance.now() - t0);
+      else errors++;
+    }
+  }));
+  const elapsed = (performance.now() - started) / 1000;
+  return { rps: samples.length / elapsed, errors, ...percentiles(samples) };
+}
+
+export async function run(args: string[]): Promise<string> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      seconds: { type: "string", default: "8" },
+      connections: { type: "string", default: "32" },
+    },
+  });
+  const seconds = Number(values.seconds);
+  const connections = Number(values.connections);
+  let spans = 0;
+  const sink = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    if (new URL(req.url).pathname === "/v1/traces") spans++;
+    await req.arrayBuffer();
+    return new Response(null, { status: 200 });
+  });
+  const dir = await Deno.makeTempDir();
+  const secret = crypto.randomUUID();
+  const raw = {
+    providers: { demo: { protocol: "mock" } },
+    models: {
+      "convergio-demo": {
+        deployments: [{ provider: "demo", model: "m" }],
+        price: { input_per_1m: 1, output_per_1m: 1 },
+      },
+    },
+    tenant_defaults: { rpm: 100_000_000, tpm: 100_000_000_000 },
+  };
+  await Deno.writeTextFile(`${dir}/gateway.json`, JSON.stringify(raw));
+  const config = buildConfigSchema({}).parse({ ...raw, auth: { jwt_secret: secret } });
+  const { token } = await createTokenService({
+    auth: config.auth,
+    secret: new TextEncoder().encode(secret),
+    revocations: new RevocationList(systemClock),
+    clock: systemClock,
+  }).mint({ user_id: "bench", tenant_id: "bench", roles: ["user"], mode: "byok", ttl_s: 3600 });
+  const base = { GATEWAY_CONFIG: `${dir}/gateway.json`, JWT_SECRET: secret, LOG_LEVEL: "warn" };
+  const results: Array<[string, Awaited<ReturnType<typeof load>>]> = [];
+  try {
+    for (
+      const [name, env] of [
+        ["off (OBSERVABILITY=off)", { ...base, OBSERVABILITY: "off", DATA_DIR: `${dir}/off` }],
+        ["on (metrics + OTEL_DENO tracing)", {
+          ...base,
+          DATA_DIR: `${dir}/on`,
+          OTEL_DENO: "true",
+          OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${sink.addr.port}`,
+          OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf",
+        }],
+      ] as const
+    ) {
+      const gw = await spawnGateway(env);
+      try {
+        await load(gw.url, token, 1, connections);
+        results.push([name, await load(gw.url, token, seconds, connections)]);
+      } finally {
+        await gw.stop();
+      }
+    }
+  } finally {
+    await sink.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+  const [off, on] = results.map(([, r]) => r);
+  const row = ([name, r]: (typeof results)[number]) =>
+    `| ${name} | ${Math.round(r.rps)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.errors} |`;
+  return [
+    `observability cost: ${connections} connections, ${seconds} s each, non-streamed chat, demo provider`,
+    `| observability | req/s | p50 ms | p99 ms | errors |`,
+    `|---|---|---|---|---|`,
+    ...results.map(row),
+    ``,
+    `throughput on/off: ${(on.rps / off.rps).toFixed(3)}; added p50: ${
+      (on.p50 - off.p50).toFixed(2)
+    } ms; OTLP trace exports received: ${spans}`,
+  ].join("\n");
+}
+
+if (import.meta.main) console.log(await run(Deno.args));
