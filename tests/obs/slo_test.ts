@@ -99,7 +99,10 @@ Deno.test("SLIs are exported as gauges at scrape time", async () => {
   slo.record({ ...ok, status: 500 });
   const text = await metrics.registry.metrics();
   assert.match(text, /convergio_slo_sli_ratio\{slo="availability",window="5m"\} 0\.75/);
-  assert.match(text, /convergio_slo_burn_rate\{slo="availability",window="1h"\} (50|49\.99999\d*)\n/);
+  assert.match(
+    text,
+    /convergio_slo_burn_rate\{slo="availability",window="1h"\} (50|49\.99999\d*)\n/,
+  );
   assert.match(text, /convergio_slo_error_budget_remaining_ratio\{slo="availability"\} 0/);
   assert.match(text, /convergio_slo_budget_alert_firing\{slo="availability"\} 0/);
 });
