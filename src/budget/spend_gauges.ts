@@ -12,16 +12,16 @@ export function registerSpendGauges(
   capUsd: number,
   clock: Clock,
 ): void {
-  const spend = new Gauge({
+  new Gauge({
     name: "convergio_managed_spend_today_usd",
     help: "Managed-lane spend so far this UTC day, all tenants, from the budget store.",
     registers: [registry],
-    async collect() {
+    async collect(this: Gauge) {
       try {
         const [micro] = await store.spend([
           { scope: "global", period: "day", bucket: periodsAt(clock.now()).day },
         ]);
-        spend.set(micro / 1e6);
+        this.set(micro / 1e6);
       } catch {
         // Store down: the gauge keeps its last value; the store-error metric says why.
       }
