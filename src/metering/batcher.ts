@@ -56,6 +56,8 @@ export function createBatcher(opts: BatcherOptions) {
   }
 
   const timer = setInterval(flush, opts.flushIntervalMs);
+  // Batches replayed from the journal go out now, not with the next traffic.
+  if (spool.peek()) queueMicrotask(kick);
 
   /** One delivery attempt: true when the aggregator has the batch. */
   async function deliver(batch: { batch_id: string; events: UsageEvent[] }): Promise<boolean> {

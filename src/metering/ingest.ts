@@ -100,15 +100,19 @@ export async function ingestBatch(
   const unique = [...byId.values()];
   const accepted = unique.length ? await insertEvents(sql, batchId, unique) : 0;
   if (bad.length) {
+    // The payload travels as JSON text and is cast in SQL, so that a null or
+    // scalar "event" is stored as the JSON value it was, not as SQL NULL.
+    const rows = bad.map((b) => ({
+      position: b.position,
+      reason: b.reason,
+      payload: JSON.stringify(b.payload ?? null),
+    }));
     await sql`
-      INSERT INTO usage_events_rejected ${
-      sql(bad.map((b) => ({
-        batch_id: batchId,
-        position: b.position,
-        reason: b.reason,
-        payload: sql.json(b.payload as never),
-      })))
-    }
+      INSERT INTO usage_events_rejected (batch_id, position, reason, payload)
+      SELECT ${batchId}, position, reason, payload::jsonb
+      FROM jsonb_to_recordset(${
+      sql.json(rows)
+    }::jsonb) AS x(position integer, reason text, payload text)
       ON CONFLICT (batch_id, position) DO NOTHING`;
   }
   return {

@@ -108,7 +108,7 @@ export function billingRows(sql: Sql, tenant: string, month: string) {
       sum(cost_usd)::text AS cost_usd
     FROM usage_events
     WHERE tenant_id = ${tenant}
-      AND occurred_at >= ${`${month}-01`}::date
-      AND occurred_at < (${`${month}-01`}::date + interval '1 month')
+      AND occurred_at >= (${`${month}-01`}::timestamp AT TIME ZONE 'UTC')
+      AND occurred_at < ((${`${month}-01`}::timestamp + interval '1 month') AT TIME ZONE 'UTC')
     GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`;
 }

@@ -37,9 +37,24 @@ export class Spool {
 
   static async open(opts: SpoolOptions): Promise<Spool> {
     const spool = new Spool(opts);
-    if (opts.file) await spool.#replay(opts.file);
+    if (opts.file) {
+      const dir = opts.file.slice(0, opts.file.lastIndexOf("/"));
+      if (dir) await Deno.mkdir(dir, { recursive: true });
+      await spool.#replay(opts.file);
+      spool.#rewrite();
+    }
     spool.#observe();
     return spool;
+  }
+
+  /**
+   * Rewrites the journal with just the pending batches: compacts it, and
+   * ends a torn last line so that later appends start on a line of their own.
+   */
+  #rewrite() {
+    const text = this.#queue.map((batch) => JSON.stringify({ op: "add", batch }) + "\n").join("");
+    Deno.writeTextFileSync(this.opts.file!, text);
+    this.#journalBytes = text.length;
   }
 
   async #replay(file: string) {
@@ -77,8 +92,17 @@ export class Spool {
   #append(entry: JournalLine) {
     if (!this.opts.file) return;
     const line = JSON.stringify(entry) + "\n";
-    Deno.writeTextFileSync(this.opts.file, line, { append: true, create: true });
-    this.#journalBytes += line.length;
+    try {
+      Deno.writeTextFileSync(this.opts.file, line, { append: true, create: true });
+      this.#journalBytes += line.length;
+    } catch (err) {
+      // The batch is still in memory and will be delivered; only its
+      // survival across a restart is at risk, so say so loudly.
+      this.opts.log.error("METERING JOURNAL WRITE FAILED", {
+        file: this.opts.file,
+        error: (err as Error).message,
+      });
+    }
   }
 
   #enqueue(batch: SpooledBatch) {
@@ -124,8 +148,7 @@ export class Spool {
     this.#events -= batch.events.length;
     this.#append({ op: "ack", batch_id: batchId });
     if (this.opts.file && this.#queue.length === 0 && this.#journalBytes > COMPACT_BYTES) {
-      Deno.writeTextFileSync(this.opts.file, "");
-      this.#journalBytes = 0;
+      this.#rewrite();
     }
     this.#observe();
   }

@@ -383,7 +383,10 @@ Deno.test("Postgres connections of the aggregator cut repeatedly mid-stream: 503
         await send(edge.url, tokens, b, 8, traffic);
         assert.ok(
           await waitFor(() => served503() > before, 30_000),
-          `drop ${c + 1}: the aggregator answers 503 and the edge retries`,
+          `drop ${c + 1}: the aggregator answers 503 and the edge retries\n` +
+            `edge: ${edge.stdout.split("\n").filter((l) => l.includes("metering")).slice(-5)}\n` +
+            `aggregator: ${aggregator.stdout.split("\n").slice(-5).join("\n")}\n` +
+            `aggregator stderr: ${aggregator.stderr.slice(0, 3000)}`,
         );
       } finally {
         await admin.unsafe(`ALTER DATABASE ${dbName} WITH ALLOW_CONNECTIONS true`);
