@@ -250,8 +250,10 @@ function exportedNames(scrape: string): Set<string> {
   const names = new Set<string>();
   for (const [, name, type] of scrape.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
     names.add(name);
-    if (type === "histogram") for (const s of ["_bucket", "_sum", "_count"]) names.add(name + s);
-    if (type === "summary") for (const s of ["_sum", "_count"]) names.add(name + s);
+    if (type === "histogram") {
+      for (const s of ["_bucket", "_sum", "_count"]) names.add(name + s);
+    }
+    if (type === "summary") { for (const s of ["_sum", "_count"]) names.add(name + s); }
   }
   return names;
 }
@@ -260,7 +262,9 @@ function pendingNames(): Set<string> {
   const names = new Set<string>();
   for (const [name, type] of Object.entries(NOT_YET_EXPORTED)) {
     names.add(name);
-    if (type === "histogram") for (const s of ["_bucket", "_sum", "_count"]) names.add(name + s);
+    if (type === "histogram") {
+      for (const s of ["_bucket", "_sum", "_count"]) names.add(name + s);
+    }
   }
   return names;
 }
