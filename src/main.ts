@@ -1,8 +1,10 @@
 import { createRuntime } from "./compose.ts";
 import { ConfigError, loadConfig } from "./config.ts";
+import { ignoreLostTypeFetch } from "./db/client.ts";
 
 /** Entry point: config → runtime of the role(s) → Deno.serve, then a ready-to-use banner. */
 async function main() {
+  globalThis.addEventListener("unhandledrejection", ignoreLostTypeFetch);
   let config;
   try {
     config = loadConfig(Deno.env.toObject(), Deno.readTextFileSync);

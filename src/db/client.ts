@@ -46,3 +46,23 @@ export async function openDatabase(url: string | undefined, dataDir: string): Pr
     },
   };
 }
+
+/**
+ * postgres.js loads array types on each new connection and drops that
+ * promise (porsager/postgres#1192, #1205, #1223). A connection lost during it
+ * rejects with no listener, and Deno would exit. The query that opened the
+ * connection fails on its own (503; edges retry), so the process stays up.
+ * Registered once, by the entry point, for `unhandledrejection`.
+ */
+export function ignoreLostTypeFetch(e: PromiseRejectionEvent): void {
+  const query = (e.reason as { query?: unknown } | null)?.query;
+  if (typeof query === "string" && query.includes("pg_catalog.pg_type")) {
+    e.preventDefault();
+    console.log(JSON.stringify({
+      ts: new Date().toISOString(),
+      level: "warn",
+      msg: "postgres: connection lost while loading types",
+      error: String(e.reason),
+    }));
+  }
+}

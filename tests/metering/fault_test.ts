@@ -2,9 +2,10 @@
  * Metering under faults, with real processes: an edge (`ROLE=edge`) and an
  * aggregator (`ROLE=aggregator`) on a fresh real Postgres database. The
  * aggregator is SIGKILLed and restarted, its Postgres connections are cut,
- * a batch is delivered twice, and an edge restarts on its journal. After
- * recovery the ledger holds exactly one row per request sent, and the ids in
- * it are the ids sent.
+ * a batch is delivered twice, an edge restarts on its journal, an edge
+ * journals into a folder that does not exist yet, and a Postgres connection is
+ * lost while the driver sets it up. After recovery the ledger holds exactly
+ * one row per request sent, and the ids in it are the ids sent.
  */
 import assert from "node:assert/strict";
 import postgres from "postgres";
@@ -272,6 +273,13 @@ function logLines(p: GatewayProcess, msg: string): Array<Record<string, unknown>
   return out;
 }
 
+/** Fails unless the process is still up, quoting how it died. */
+function assertAlive(p: GatewayProcess, label: string) {
+  // deno-lint-ignore no-control-regex
+  const stderr = p.stderr.replace(/\x1b\[[0-9;]*m/g, "").slice(0, 1500);
+  assert.ok(p.running, `${label}: the process is still up; it died with:\n${stderr}`);
+}
+
 const UNREACHABLE = "metering: aggregator unreachable, will retry";
 const DELIVERY_FAILED = "metering: delivery failed, will retry";
 
@@ -373,6 +381,7 @@ Deno.test("Postgres connections of the aggregator cut repeatedly mid-stream: 503
       })();
       await send(edge.url, tokens, a, 8, traffic).finally(() => (flowing = false));
       await hammer;
+      assertAlive(aggregator, `cuts ${c + 1}: the aggregator`);
 
       // A drop the pool cannot ride out: no new connection until it is lifted.
       const before = served503();
@@ -381,12 +390,11 @@ Deno.test("Postgres connections of the aggregator cut repeatedly mid-stream: 503
         terminated += await terminate();
         const b = ids.slice((2 * c + 1) * chunk, (2 * c + 2) * chunk);
         await send(edge.url, tokens, b, 8, traffic);
+        await waitFor(() => served503() > before || !aggregator.running, 30_000);
+        assertAlive(aggregator, `drop ${c + 1}: the aggregator`);
         assert.ok(
-          await waitFor(() => served503() > before, 30_000),
-          `drop ${c + 1}: the aggregator answers 503 and the edge retries\n` +
-            `edge: ${edge.stdout.split("\n").filter((l) => l.includes("metering")).slice(-5)}\n` +
-            `aggregator: ${aggregator.stdout.split("\n").slice(-5).join("\n")}\n` +
-            `aggregator stderr: ${aggregator.stderr.slice(0, 3000)}`,
+          served503() > before,
+          `drop ${c + 1}: the aggregator answers 503, the edge retries`,
         );
       } finally {
         await admin.unsafe(`ALTER DATABASE ${dbName} WITH ALLOW_CONNECTIONS true`);
@@ -396,6 +404,7 @@ Deno.test("Postgres connections of the aggregator cut repeatedly mid-stream: 503
     assert.deepEqual([...traffic.statuses], [[200, N]], "every request is served");
 
     const recovered = await ledgerAt(url, N, 30_000);
+    assertAlive(aggregator, "after the drops: the aggregator");
     console.log(
       `pg drops: ${terminated} backends terminated, ${served503()} 503 answers retried by the edge; ` +
         `ledger rows before edge shutdown ${recovered.rows}`,
@@ -618,6 +627,166 @@ Deno.test("edge journaling into a DATA_DIR that does not exist yet meters every 
     assertExactlyOnce("fresh data dir", ledger, ids);
     await aggregator.stop();
   } finally {
+    await f.close();
+  }
+});
+
+/** The message a backend sends when `pg_terminate_backend` ends it (FATAL 57P01). */
+function terminatedByAdmin(): Uint8Array {
+  const enc = new TextEncoder();
+  const fields = [
+    "SFATAL",
+    "VFATAL",
+    "C57P01",
+    "Mterminating connection due to administrator command",
+  ].map((f) => enc.encode(f + "\0"));
+  const len = 4 + fields.reduce((n, f) => n + f.length, 0) + 1;
+  const msg = new Uint8Array(1 + len);
+  msg[0] = "E".charCodeAt(0);
+  new DataView(msg.buffer).setInt32(1, len);
+  let off = 5;
+  for (const f of fields) {
+    msg.set(f, off);
+    off += f.length;
+  }
+  return msg; // The last byte stays 0: the end of the fields.
+}
+
+/**
+ * A TCP proxy in front of the real Postgres. Armed, it ends the next
+ * connection at the moment its client sends a statement containing `marker`,
+ * exactly as `pg_terminate_backend` would at that instant: the FATAL 57P01
+ * error, then the close. A connection lost at an exact point of its life.
+ */
+function startPgProxy(target: { hostname: string; port: number }) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const open = new Set<Deno.Conn>();
+  let armed: { marker: string; left: number } | undefined;
+  let cut = 0;
+  const closeAll = (...conns: Deno.Conn[]) => {
+    for (const c of conns) {
+      open.delete(c);
+      try {
+        c.close();
+      } catch { /* already closed */ }
+    }
+  };
+  const pump = async (
+    from: Deno.Conn,
+    to: Deno.Conn,
+    inspect: (chunk: Uint8Array) => boolean,
+  ) => {
+    const buf = new Uint8Array(64 * 1024);
+    while (true) {
+      const n = await from.read(buf).catch(() => null);
+      if (n === null) return;
+      const chunk = buf.subarray(0, n);
+      if (!inspect(chunk)) return;
+      for (let off = 0; off < chunk.length;) {
+        const w = await to.write(chunk.subarray(off)).catch(() => null);
+        if (w === null) return;
+        off += w;
+      }
+    }
+  };
+  const decoder = new TextDecoder();
+  const accept = (async () => {
+    for await (const client of listener) {
+      (async () => {
+        let server: Deno.Conn;
+        try {
+          server = await Deno.connect(target);
+        } catch {
+          closeAll(client);
+          return;
+        }
+        open.add(client);
+        open.add(server);
+        const up = pump(client, server, (chunk) => {
+          if (!armed || !decoder.decode(chunk).includes(armed.marker)) return true;
+          if (--armed.left === 0) armed = undefined;
+          cut++;
+          client.write(terminatedByAdmin()).catch(() => {});
+          return false;
+        });
+        const down = pump(server, client, () => true);
+        await Promise.race([up, down]);
+        closeAll(client, server);
+      })();
+    }
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    get cut() {
+      return cut;
+    },
+    /** Cuts the next `times` connections that send `marker`. */
+    arm(marker: string, times = 1) {
+      armed = { marker, left: times };
+    },
+    /** Drops every open connection, as a network partition would. */
+    dropAll() {
+      closeAll(...open);
+    },
+    async close() {
+      listener.close();
+      closeAll(...open);
+      await accept;
+    },
+  };
+}
+
+Deno.test("Postgres connection lost while the driver sets it up: the aggregator answers 503 and stays up", async () => {
+  const f = await Fixture.create();
+  const admin = new URL(PG_ADMIN_URL);
+  const proxy = startPgProxy({ hostname: admin.hostname, port: Number(admin.port || 5432) });
+  try {
+    const direct = await f.database();
+    // The aggregator reaches its database through the proxy.
+    const viaProxy = new URL(direct);
+    viaProxy.host = `127.0.0.1:${proxy.port}`;
+    f.db = { url: viaProxy.toString(), drop: f.db!.drop };
+    const aggregator = await f.startAggregator();
+    f.db = { url: direct, drop: f.db.drop };
+
+    // postgres.js loads array types first thing on every new connection; the
+    // next connection is lost right then, then every connection drops.
+    proxy.arm("pg_catalog.pg_type");
+    proxy.dropAll();
+    const ids = idsFor("setup-cut", 10);
+    const batch = {
+      batch_id: crypto.randomUUID(),
+      edge_id: "fault-test-edge",
+      events: ids.map((id) => usageEvent(id, "fault-setup-cut")),
+    };
+    // Delivered the way an edge does: retried until acknowledged (bounded).
+    const statuses: Array<number | string> = [];
+    for (let attempt = 0; attempt < 40; attempt++) {
+      if (!aggregator.running) break;
+      const res = await postBatch(aggregator.url, batch).catch((err) => ({
+        status: `${(err as Error).message}`,
+        body: undefined,
+      }));
+      statuses.push(res.status);
+      if (res.status === 200) break;
+      await sleep(100);
+    }
+    console.log(
+      `setup cut: ${proxy.cut} connection(s) cut while loading types; delivery attempts ${
+        JSON.stringify(statuses)
+      }`,
+    );
+    assert.equal(proxy.cut, 1, "a connection was cut while the driver set it up");
+    assertAlive(aggregator, "the aggregator");
+    assert.equal(statuses.at(-1), 200, "the batch is acknowledged once Postgres is back");
+    assert.ok(
+      statuses.slice(0, -1).every((s) => s === 503),
+      `only 503s before that: ${JSON.stringify(statuses)}`,
+    );
+    assertExactlyOnce("setup cut", await readLedger(direct), ids);
+    await aggregator.stop();
+  } finally {
+    await proxy.close();
     await f.close();
   }
 });

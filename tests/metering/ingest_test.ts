@@ -398,7 +398,11 @@ Deno.test("postgres: a fresh database migrates once; two concurrent migrate() ca
   const a = postgres(pg.url, { max: 2, onnotice: () => {} });
   const b = postgres(pg.url, { max: 2, onnotice: () => {} });
   try {
-    const results = await Promise.all([migrate(a), migrate(b)]);
+    // Settle both before asserting, so no migration is still running at sql.end().
+    const settled = await Promise.allSettled([migrate(a), migrate(b)]);
+    const errors = settled.flatMap((s) => s.status === "rejected" ? [String(s.reason)] : []);
+    assert.deepEqual(errors, [], "both succeed");
+    const results = settled.map((s) => (s as PromiseFulfilledResult<number[]>).value);
     assert.deepEqual(results.flat(), [1], "exactly one of them applied version 1");
     assert.ok(results.some((r) => r.length === 0));
     const rows = await a`SELECT version FROM schema_migrations`;

@@ -18,6 +18,8 @@ export interface GatewayProcess {
   /** Everything written so far. */
   readonly stdout: string;
   readonly stderr: string;
+  /** False once the process has exited. */
+  readonly running: boolean;
   /** Sends a signal; a no-op once the process has exited. */
   kill(signal: Deno.Signal): void;
   /** Resolves once the process has exited and its pipes are drained. */
@@ -81,6 +83,9 @@ function spawnOnce(env: Record<string, string>): {
     },
     get stderr() {
       return stderr;
+    },
+    get running() {
+      return !done;
     },
     kill,
     exited,
