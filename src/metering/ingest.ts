@@ -14,7 +14,7 @@ export interface IngestResult {
 /**
  * Inserts events and updates both daily rollups in one statement, one round
  * trip per batch. Only rows actually inserted reach the rollups, so a
- * redelivered batch changes nothing: exactly once, by `request_id`.
+ * redelivered batch changes nothing: exactly once, by tenant and `request_id`.
  */
 async function insertEvents(sql: Sql, batchId: string, events: UsageEvent[]): Promise<number> {
   const rows = events.map(({ lane: _lane, ...e }) => e);
@@ -35,7 +35,7 @@ async function insertEvents(sql: Sql, batchId: string, events: UsageEvent[]): Pr
         input_tokens, output_tokens, tool_calls_count, audio_seconds_in, audio_seconds_out,
         latency_ms, success, error_code, mode, cost_usd, occurred_at, ${batchId}
       FROM input
-      ON CONFLICT (request_id) DO NOTHING
+      ON CONFLICT (tenant_id, request_id) DO NOTHING
       RETURNING *
     ),
     by_tenant AS (
@@ -96,7 +96,10 @@ export async function ingestBatch(
   });
   // Duplicates inside one batch are one request: keep the first.
   const byId = new Map<string, UsageEvent>();
-  for (const e of good) if (!byId.has(e.request_id)) byId.set(e.request_id, e);
+  for (const e of good) {
+    const key = `${e.tenant_id}\u0000${e.request_id}`;
+    if (!byId.has(key)) byId.set(key, e);
+  }
   const unique = [...byId.values()];
   const accepted = unique.length ? await insertEvents(sql, batchId, unique) : 0;
   if (bad.length) {

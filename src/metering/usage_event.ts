@@ -3,8 +3,8 @@ import { ModeSchema } from "../config.ts";
 
 /**
  * The authoritative metering unit: one per request, successful or not, with
- * the contract's fields plus `cost_usd` and `lane`. `request_id` is unique, so
- * a redelivered event is never counted twice.
+ * the contract's fields plus `cost_usd` and `lane`. `request_id` is unique
+ * within its tenant, so a redelivered event is never counted twice.
  */
 export const UsageEventSchema = z.strictObject({
   request_id: z.string().min(1).max(128),

@@ -444,3 +444,24 @@ Deno.test("postgres: rollup days are UTC days whatever the session time zone", a
     await pg.drop();
   }
 });
+
+for (const kind of DB_KINDS) {
+  Deno.test(`${kind}: one tenant's request ids never suppress another tenant's events`, async () => {
+    await withDatabase(kind, async (db) => {
+      const first = await ingestBatch(db.sql, "b-a", [
+        usageEvent({ request_id: "shared-id", tenant_id: "tenant-a" }),
+      ]);
+      const second = await ingestBatch(db.sql, "b-b", [
+        usageEvent({ request_id: "shared-id", tenant_id: "tenant-b" }),
+      ]);
+      assert.equal(first.accepted, 1);
+      assert.equal(second.accepted, 1, "same id, other tenant: a different request");
+      const again = await ingestBatch(db.sql, "b-b2", [
+        usageEvent({ request_id: "shared-id", tenant_id: "tenant-b" }),
+      ]);
+      assert.equal(again.duplicates, 1, "the same tenant's retry is still counted once");
+      const [{ n }] = await db.sql`SELECT count(*)::int AS n FROM usage_events`;
+      assert.equal(n, 2);
+    });
+  });
+}

@@ -32,8 +32,10 @@ CREATE TABLE api_keys (
   revoked_at timestamptz
 );
 
+-- Keyed by tenant and request id: a client may name its request ids, and one
+-- tenant's ids must never collide with (and so suppress) another's.
 CREATE TABLE usage_events (
-  request_id text PRIMARY KEY,
+  request_id text NOT NULL,
   tenant_id text NOT NULL,
   user_id text NOT NULL,
   session_id text,
@@ -51,7 +53,8 @@ CREATE TABLE usage_events (
   cost_usd numeric(18, 6) NOT NULL,
   occurred_at timestamptz NOT NULL,
   received_at timestamptz NOT NULL DEFAULT now(),
-  batch_id text NOT NULL
+  batch_id text NOT NULL,
+  PRIMARY KEY (tenant_id, request_id)
 );
 CREATE INDEX usage_events_tenant_time ON usage_events (tenant_id, occurred_at);
 CREATE INDEX usage_events_time ON usage_events (occurred_at);
