@@ -27,6 +27,8 @@ import type { Logger } from "./obs/log.ts";
 import type { Metrics } from "./obs/metrics.ts";
 import type { FinishedRequest } from "./obs/request_record.ts";
 import type { Router } from "./providers/router.ts";
+import { chatSocketRoutes } from "./ws/chat_socket.ts";
+import type { SessionRegistry } from "./ws/session.ts";
 import type { Tracer } from "@opentelemetry/api";
 import type { SloEngine } from "./obs/slo.ts";
 import { adminSloRoutes } from "./api/admin_slo.ts";
@@ -38,6 +40,8 @@ export interface EdgeDeps {
   store: BudgetStore;
   /** Takes each usage event; the batcher in production. */
   meter: (event: UsageEvent) => void;
+  /** Live WebSocket sessions, for resume. */
+  sessions: SessionRegistry;
 }
 
 /** What the central aggregator needs. */
@@ -149,6 +153,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     app.use("/v1/models", requireAuth);
     app.route("/v1", openaiChatRoutes(config, chat, clock));
     app.route("/v1", v7ChatRoutes(chat, defaultModel, clock));
+    app.route(
+      "/v1",
+      chatSocketRoutes({ ...deps, sessions: edge.sessions, chat, defaultModel, report }),
+    );
     app.route("/admin", adminBudgetRoutes({ ...deps, store: edge.store }));
   }
 

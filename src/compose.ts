@@ -24,6 +24,7 @@ import type { UsageEvent } from "./metering/usage_event.ts";
 import { createLogger, type LogSink } from "./obs/log.ts";
 import { createMetrics } from "./obs/metrics.ts";
 import { SloEngine } from "./obs/slo.ts";
+import { SessionRegistry } from "./ws/session.ts";
 import { defaultTracer } from "./obs/tracing.ts";
 import { ProxyTracerProvider, type Tracer } from "@opentelemetry/api";
 import { buildAdapters } from "./providers/registry.ts";
@@ -182,8 +183,16 @@ export async function createRuntime(
       queueMicrotask(run);
       closers.push(async () => void await inFlight);
     }
+    const sessions = new SessionRegistry({
+      replayFrames: config.ws.replay_frames,
+      maxBufferedBytes: config.ws.max_buffered_bytes,
+      resumeWindowMs: config.ws.resume_window_ms,
+    }, clock);
+    // Sessions end first: their in-flight requests settle before the guard drains.
+    closers.unshift(() => sessions.endAll());
     closers.push(() => guard.idle());
     edge = {
+      sessions,
       router: createRouter({
         config,
         adapters: { ...buildAdapters(config), ...overrides.adapters },

@@ -177,6 +177,20 @@ export function buildConfigSchema(env: Env) {
         downgrade_model: z.string().min(1).optional(),
       }),
     ).default({}),
+    ws: z.strictObject({
+      /** How long a dropped session waits for its client to resume it. */
+      resume_window_ms: positiveInt.default(60_000),
+      /** Frames kept per session for resume. */
+      replay_frames: positiveInt.default(2_000),
+      /** Unsent bytes a slow reader may pile up before its streams are ended. */
+      max_buffered_bytes: positiveInt.default(1_048_576),
+      max_frame_bytes: positiveInt.default(262_144),
+      /** Pings; a peer that misses the pong this long is closed. */
+      ping_timeout_s: positiveInt.default(30),
+      /** A socket with no frames and nothing in flight this long is closed. */
+      idle_timeout_ms: positiveInt.default(300_000),
+      max_inflight: positiveInt.default(16),
+    }).prefault({}),
     observability: z.strictObject({
       /** Metrics and tracing; off only to measure what they cost. */
       enabled: z.boolean().default(true),

@@ -15,6 +15,8 @@ export const ERROR_CODES = {
   "provider.rate_limited": { status: 429, retryable: true, openaiType: "rate_limit_error" },
   "provider.unavailable": { status: 503, retryable: true, openaiType: "api_error" },
   "internal": { status: 500, retryable: true, openaiType: "api_error" },
+  "stream.slow_consumer": { status: 429, retryable: true, openaiType: "rate_limit_error" },
+  "session.expired": { status: 410, retryable: false, openaiType: "invalid_request_error" },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

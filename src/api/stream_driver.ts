@@ -9,6 +9,8 @@ export interface StreamSink {
   toolCall(delta: Extract<ProviderEvent, { type: "tool_call" }>): Promise<void>;
   done(finish: FinishReason, usage: UsageSummary): Promise<void>;
   error(err: GatewayError, usage: UsageSummary): Promise<void>;
+  /** The client cancelled but is still listening (WebSocket `chat.cancel`). */
+  cancelled?(usage: UsageSummary): Promise<void>;
 }
 
 /**
@@ -47,7 +49,7 @@ export async function driveStream(
       : toGatewayError(err);
     const usage = chat.settle(null, produced, toolIndexes.size);
     record.fields.error_code = cancelled ? "request.cancelled" : error.code;
-    if (!cancelled) await sink.error(error, usage).catch(() => {});
+    await (cancelled ? sink.cancelled?.(usage) : sink.error(error, usage))?.catch(() => {});
     record.end(error.status);
   }
 }

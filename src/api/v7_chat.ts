@@ -16,6 +16,7 @@ import type { ChatService } from "./chat_service.ts";
 import type { AppEnv } from "./context.ts";
 import { setServedHeaders } from "./served_headers.ts";
 import { driveStream } from "./stream_driver.ts";
+import { v7Sink } from "./v7_sink.ts";
 
 export const V7ChatRequestSchema = z.strictObject({
   prompt: z.string().min(1).optional(),
@@ -120,48 +121,7 @@ export function v7ChatRoutes(chat: ChatService, defaultModel: string, clock: Clo
             ...data,
           }),
         });
-      const calls: ToolCall[] = [];
-      await driveStream(
-        stream,
-        {
-          text: (text) => send("chat.token", { text }),
-          toolCall: (d) => {
-            const call = calls[d.index] ??= {
-              id: "",
-              type: "function",
-              function: { name: "", arguments: "" },
-            };
-            if (d.id) call.id = d.id;
-            if (d.name) call.function.name = d.name;
-            call.function.arguments += d.arguments;
-            return Promise.resolve();
-          },
-          done: async (finish, usage) => {
-            for (const call of calls) {
-              await send("tool.call", {
-                tool_call_id: call.id,
-                tool_name: call.function.name,
-                arguments: call.function.arguments,
-              });
-            }
-            await send("chat.complete", {
-              model: stream.alias,
-              provider: stream.provider,
-              finish_reason: finish,
-              usage,
-            });
-          },
-          error: (err, usage) =>
-            send("error", {
-              code: err.code,
-              message: err.message,
-              retryable: err.retryable,
-              usage,
-            }),
-        },
-        c.var.record,
-        signal,
-      );
+      await driveStream(stream, v7Sink(stream, send), c.var.record, signal);
     });
   });
 

@@ -187,6 +187,44 @@ export function createMetrics(
       labelNames: ["model", "lane"] as const,
       registers: [registry],
     }),
+    // WebSocket sessions, chat and voice ("kind").
+    wsConnect: new Histogram({
+      name: "convergio_ws_connect_seconds",
+      help: "WebSocket connect time, from the upgrade request to the session's ready frame.",
+      labelNames: ["kind"] as const,
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2.5, 5],
+      registers: [registry],
+    }),
+    wsSessions: new Counter({
+      name: "convergio_ws_sessions_total",
+      help: "WebSocket sessions started (new, not resumed).",
+      labelNames: ["kind"] as const,
+      registers: [registry],
+    }),
+    wsDropouts: new Counter({
+      name: "convergio_ws_dropouts_total",
+      help: "Abnormal WebSocket closes, by reason (close code, ping_timeout, slow_consumer).",
+      labelNames: ["kind", "reason"] as const,
+      registers: [registry],
+    }),
+    wsReconnectAttempts: new Counter({
+      name: "convergio_ws_reconnect_attempts_total",
+      help: "Reconnects that asked to resume a session.",
+      labelNames: ["kind"] as const,
+      registers: [registry],
+    }),
+    wsReconnectSuccesses: new Counter({
+      name: "convergio_ws_reconnect_successes_total",
+      help: "Reconnects that resumed their session with no frame lost.",
+      labelNames: ["kind"] as const,
+      registers: [registry],
+    }),
+    audioSeconds: new Counter({
+      name: "convergio_voice_audio_seconds_total",
+      help: "Audio metered from sample counts, by direction (in, out).",
+      labelNames: ["direction"] as const,
+      registers: [registry],
+    }),
     dbErrors: new Counter({
       name: "convergio_db_errors_total",
       help: "Ledger database operations that failed, by operation (RB-5).",
