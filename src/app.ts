@@ -29,6 +29,8 @@ import type { FinishedRequest } from "./obs/request_record.ts";
 import type { Router } from "./providers/router.ts";
 import { chatSocketRoutes } from "./ws/chat_socket.ts";
 import type { SessionRegistry } from "./ws/session.ts";
+import type { RealtimeAdapter } from "./voice/types.ts";
+import { voiceSocketRoutes } from "./voice/voice_socket.ts";
 import type { Tracer } from "@opentelemetry/api";
 import type { SloEngine } from "./obs/slo.ts";
 import { adminSloRoutes } from "./api/admin_slo.ts";
@@ -42,6 +44,8 @@ export interface EdgeDeps {
   meter: (event: UsageEvent) => void;
   /** Live WebSocket sessions, for resume. */
   sessions: SessionRegistry;
+  /** Realtime (voice) adapters by provider name. */
+  realtime: Record<string, RealtimeAdapter>;
 }
 
 /** What the central aggregator needs. */
@@ -153,10 +157,9 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     app.use("/v1/models", requireAuth);
     app.route("/v1", openaiChatRoutes(config, chat, clock));
     app.route("/v1", v7ChatRoutes(chat, defaultModel, clock));
-    app.route(
-      "/v1",
-      chatSocketRoutes({ ...deps, sessions: edge.sessions, chat, defaultModel, report }),
-    );
+    const socketDeps = { ...deps, ...edge, chat, defaultModel, report };
+    app.route("/v1", chatSocketRoutes(socketDeps));
+    app.route("/v1", voiceSocketRoutes(socketDeps));
     app.route("/admin", adminBudgetRoutes({ ...deps, store: edge.store }));
   }
 

@@ -25,6 +25,7 @@ import { createLogger, type LogSink } from "./obs/log.ts";
 import { createMetrics } from "./obs/metrics.ts";
 import { SloEngine } from "./obs/slo.ts";
 import { SessionRegistry } from "./ws/session.ts";
+import { buildRealtimeAdapters } from "./voice/registry.ts";
 import { defaultTracer } from "./obs/tracing.ts";
 import { ProxyTracerProvider, type Tracer } from "@opentelemetry/api";
 import { buildAdapters } from "./providers/registry.ts";
@@ -193,6 +194,7 @@ export async function createRuntime(
     closers.push(() => guard.idle());
     edge = {
       sessions,
+      realtime: buildRealtimeAdapters(config),
       router: createRouter({
         config,
         adapters: { ...buildAdapters(config), ...overrides.adapters },

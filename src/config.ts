@@ -65,6 +65,16 @@ const planLimits = z.strictObject({
 });
 export type PlanLimits = z.infer<typeof planLimits>;
 
+/** The demo realtime (voice) provider: a transcript and audio for every turn. */
+const realtimeMockProvider = z.strictObject({
+  protocol: z.literal("realtime_mock"),
+  first_audio_ms: nonNegativeInt.default(0),
+  /** `connect`: opening a session fails; `midstream`: the first turn fails. */
+  fail: z.enum(["none", "connect", "midstream"]).default("none"),
+  fail_every: positiveInt.default(1),
+});
+export type RealtimeMockConfig = z.infer<typeof realtimeMockProvider>;
+
 export function buildConfigSchema(env: Env) {
   const secret = secretRef(env);
   const openaiProvider = z.strictObject({
@@ -85,10 +95,19 @@ export function buildConfigSchema(env: Env) {
     anthropic_version: z.string().default("2023-06-01"),
   });
 
+  const realtimeOpenaiProvider = z.strictObject({
+    protocol: z.literal("realtime_openai"),
+    /** The OpenAI Realtime WebSocket endpoint. */
+    base_url: z.url().default("wss://api.openai.com/v1/realtime"),
+    api_key: secret.optional(),
+  });
+
   const provider = z.discriminatedUnion("protocol", [
     openaiProvider,
     anthropicProvider,
     mockProvider,
+    realtimeOpenaiProvider,
+    realtimeMockProvider,
   ]);
 
   const modelAlias = z.strictObject({
@@ -175,8 +194,17 @@ export function buildConfigSchema(env: Env) {
         limits: planOverride.default({}),
         /** Cheaper alias served once spend passes 90% of a budget. */
         downgrade_model: z.string().min(1).optional(),
+        /** Voice for this tenant: on, text-only (voice sockets answer in text), or off. */
+        voice: z.enum(["on", "text-only", "off"]).default("on"),
       }),
     ).default({}),
+    voice: z.strictObject({
+      /** The model alias whose deployments are realtime providers, tried in order. */
+      model: z.string().min(1).default("convergio-voice"),
+      max_audio_seconds: positiveInt.default(600),
+      /** After this many reconnects of one session, the server advises text. */
+      reconnects_before_text: positiveInt.default(3),
+    }).prefault({}),
     ws: z.strictObject({
       /** How long a dropped session waits for its client to resume it. */
       resume_window_ms: positiveInt.default(60_000),
@@ -281,6 +309,27 @@ export function buildConfigSchema(env: Env) {
         message: "the redis store needs REDIS_REST_URL and REDIS_REST_TOKEN",
       });
     }
+    const isRealtime = (name: string) => cfg.providers[name]?.protocol.startsWith("realtime_");
+    for (const [alias, model] of Object.entries(cfg.models)) {
+      const realtime = model.deployments.filter((d) => isRealtime(d.provider)).length;
+      if (realtime && realtime !== model.deployments.length) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["models", alias, "deployments"],
+          message: "a model's deployments are all chat providers or all realtime (voice) providers",
+        });
+      }
+    }
+    if (
+      cfg.models[cfg.voice.model] &&
+      !isRealtime(cfg.models[cfg.voice.model].deployments[0].provider)
+    ) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["voice", "model"],
+        message: `model "${cfg.voice.model}" has no realtime (voice) deployments`,
+      });
+    }
     if (cfg.role !== "all" && !cfg.metering.secret) {
       ctx.addIssue({
         code: "custom",
@@ -312,7 +361,10 @@ export type MockProviderConfig = z.infer<typeof mockProvider>;
 
 /** The embedded defaults: the demo provider, so `deno task start` needs nothing else. */
 export const EMBEDDED_DEFAULTS = {
-  providers: { demo: { protocol: "mock", first_token_ms: 40, inter_token_ms: 15 } },
+  providers: {
+    demo: { protocol: "mock", first_token_ms: 40, inter_token_ms: 15 },
+    "demo-voice": { protocol: "realtime_mock", first_audio_ms: 120 },
+  },
   models: {
     "convergio-demo": {
       deployments: [{ provider: "demo", model: "demo-large" }],
@@ -321,6 +373,11 @@ export const EMBEDDED_DEFAULTS = {
     "convergio-demo-mini": {
       deployments: [{ provider: "demo", model: "demo-mini" }],
       price: { input_per_1m: 0.15, output_per_1m: 0.6 },
+    },
+    "convergio-voice": {
+      deployments: [{ provider: "demo-voice", model: "demo-realtime" }],
+      price: { input_per_1m: 32, output_per_1m: 64 },
+      max_output_tokens: 2048,
     },
   },
 };

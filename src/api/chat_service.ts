@@ -86,6 +86,13 @@ export function createChatService(deps: ChatServiceDeps) {
         param: "model",
       });
     }
+    if (config.providers[model.deployments[0].provider].protocol.startsWith("realtime_")) {
+      throw new GatewayError(
+        "request.invalid",
+        `model: "${alias}" is a voice model; use /v1/voice/ws`,
+        { param: "model" },
+      );
+    }
     return model;
   }
 

@@ -5,8 +5,8 @@ import { azureOpenAIEndpoint } from "./openai_azureopenai.ts";
 import { createOpenAIAdapter, openaiEndpoint } from "./openai_openai.ts";
 import type { ProviderAdapter } from "./types.ts";
 
-/** One adapter per configured provider, chosen by wire protocol. */
-export function adapterFor(cfg: ProviderConfig): ProviderAdapter {
+/** One chat adapter per configured chat provider, chosen by wire protocol. */
+export function adapterFor(cfg: ProviderConfig): ProviderAdapter | undefined {
   switch (cfg.protocol) {
     case "mock":
       return createMockAdapter(cfg);
@@ -18,11 +18,16 @@ export function adapterFor(cfg: ProviderConfig): ProviderAdapter {
           ? azureOpenAIEndpoint(cfg.base_url, cfg.api_version!)
           : openaiEndpoint(cfg.base_url),
       );
+    default:
+      return undefined; // realtime (voice) providers: see src/voice/registry.ts
   }
 }
 
 export function buildAdapters(config: Config): Record<string, ProviderAdapter> {
-  return Object.fromEntries(
-    Object.entries(config.providers).map(([name, cfg]) => [name, adapterFor(cfg)]),
-  );
+  const adapters: Record<string, ProviderAdapter> = {};
+  for (const [name, cfg] of Object.entries(config.providers)) {
+    const adapter = adapterFor(cfg);
+    if (adapter) adapters[name] = adapter;
+  }
+  return adapters;
 }
