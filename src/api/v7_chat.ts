@@ -7,7 +7,6 @@ import { GatewayError } from "../errors.ts";
 import {
   type ChatRequest,
   MessageSchema,
-  type ToolCall,
   ToolChoiceSchema,
   ToolSchema,
 } from "../providers/chat_schema.ts";
