@@ -14,6 +14,7 @@ import { startMockUpstream } from "./mock_upstream.ts";
 
 export interface Percentiles {
   p50: number;
+  p95: number;
   p99: number;
   mean: number;
 }
@@ -21,7 +22,12 @@ export interface Percentiles {
 export function percentiles(samples: number[]): Percentiles {
   const sorted = [...samples].sort((a, b) => a - b);
   const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
-  return { p50: at(0.5), p99: at(0.99), mean: sorted.reduce((a, b) => a + b, 0) / sorted.length };
+  return {
+    p50: at(0.5),
+    p95: at(0.95),
+    p99: at(0.99),
+    mean: sorted.reduce((a, b) => a + b, 0) / sorted.length,
+  };
 }
 
 async function measure(url: string, headers: Record<string, string>, n: number, warmup: number) {

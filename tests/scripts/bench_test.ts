@@ -3,6 +3,7 @@ import { percentiles, run } from "../../scripts/bench/added_latency.ts";
 import { run as runBudget } from "../../scripts/bench/budget.ts";
 import { run as runIngest } from "../../scripts/bench/ingest.ts";
 import { run as runObservability } from "../../scripts/bench/observability.ts";
+import { run as runWs } from "../../scripts/bench/ws.ts";
 
 Deno.test("percentiles pick from the sorted samples", () => {
   const p = percentiles([5, 1, 4, 2, 3]);
@@ -63,4 +64,16 @@ Deno.test("the observability benchmark compares real gateway processes with it o
   }
   const exports = Number(/OTLP trace exports received: (\d+)/.exec(out)?.[1]);
   assert.ok(exports > 0, "with it on, spans reached the OTLP sink");
+});
+
+Deno.test("the WebSocket load check runs chat and voice sessions against a real gateway process", async () => {
+  const out = await runWs(["--sessions", "20", "--voice", "3", "--voice-seconds", "1"]);
+  const chat = out.split("\n").find((l) => l.startsWith("| 20 |"));
+  assert.ok(chat, out);
+  assert.equal(chat.split("|")[7].trim(), "0", "no chat errors");
+  const voice = out.split("\n").find((l) => l.startsWith("| 3 |"));
+  assert.ok(voice, out);
+  const cells = voice.split("|").map((c) => c.trim());
+  assert.equal(cells[5], "3", "every voice session completed");
+  assert.equal(cells[6], "0", "no dropouts");
 });
