@@ -6,29 +6,8 @@
  *   deno task bench:latency [--requests 2000] [--warmup 200]
  */
 import { parseArgs } from "node:util";
-import { createTokenService } from "../../src/auth/tokens.ts";
-import { RevocationList } from "../../src/auth/revocation.ts";
-import { systemClock } from "../../src/clock.ts";
-import { buildConfigSchema } from "../../src/config.ts";
+import { benchToken, percentiles, spawnGateway } from "./support.ts";
 import { startMockUpstream } from "./mock_upstream.ts";
-
-export interface Percentiles {
-  p50: number;
-  p95: number;
-  p99: number;
-  mean: number;
-}
-
-export function percentiles(samples: number[]): Percentiles {
-  const sorted = [...samples].sort((a, b) => a - b);
-  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
-  return {
-    p50: at(0.5),
-    p95: at(0.95),
-    p99: at(0.99),
-    mean: sorted.reduce((a, b) => a + b, 0) / sorted.length,
-  };
-}
 
 async function measure(url: string, headers: Record<string, string>, n: number, warmup: number) {
   const body = JSON.stringify({ model: "bench", messages: [{ role: "user", content: "hello" }] });
@@ -41,24 +20,6 @@ async function measure(url: string, headers: Record<string, string>, n: number, 
     if (i >= warmup) samples.push(performance.now() - t0);
   }
   return percentiles(samples);
-}
-
-async function waitForListen(child: Deno.ChildProcess): Promise<string> {
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (true) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`gateway exited before listening:\n${text}`);
-    text += value;
-    const url = /listening on (http:\/\/[\d.]+:\d+)/.exec(text)?.[1];
-    if (url) {
-      // Keep draining so the gateway never blocks on a full stdout pipe.
-      (async () => {
-        while (!(await reader.read()).done);
-      })().catch(() => {});
-      return url;
-    }
-  }
 }
 
 export async function run(args: string[]): Promise<string> {
@@ -85,28 +46,14 @@ export async function run(args: string[]): Promise<string> {
     },
   };
   await Deno.writeTextFile(`${dir}/gateway.json`, JSON.stringify(raw));
-  const gateway = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net", "--allow-env", "--allow-read", "--allow-write", "src/main.ts"],
-    env: { GATEWAY_CONFIG: `${dir}/gateway.json`, PORT: "0", DATA_DIR: dir, JWT_SECRET: secret },
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
+  const gateway = await spawnGateway({
+    GATEWAY_CONFIG: `${dir}/gateway.json`,
+    DATA_DIR: dir,
+    JWT_SECRET: secret,
+  });
   try {
-    const gatewayUrl = await waitForListen(gateway);
-    const config = buildConfigSchema({}).parse({ ...raw, auth: { jwt_secret: secret } });
-    const tokens = createTokenService({
-      auth: config.auth,
-      secret: new TextEncoder().encode(secret),
-      revocations: new RevocationList(systemClock),
-      clock: systemClock,
-    });
-    const { token } = await tokens.mint({
-      user_id: "bench",
-      tenant_id: "bench",
-      roles: ["user"],
-      mode: "managed",
-      ttl_s: 3600,
-    });
+    const gatewayUrl = gateway.url;
+    const token = await benchToken(secret, "managed");
     const json = { "content-type": "application/json" };
     const direct = await measure(`${upstreamUrl}/v1/chat/completions`, json, n, warmup);
     const via = await measure(
@@ -127,8 +74,7 @@ export async function run(args: string[]): Promise<string> {
       } |`,
     ].join("\n");
   } finally {
-    gateway.kill("SIGTERM");
-    await gateway.status;
+    await gateway.stop();
     await upstream.shutdown();
     await Deno.remove(dir, { recursive: true });
   }

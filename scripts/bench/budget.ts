@@ -15,7 +15,7 @@ import { createRuntime, type Runtime } from "../../src/compose.ts";
 import { buildConfigSchema } from "../../src/config.ts";
 import { RequestRecord } from "../../src/obs/request_record.ts";
 import { startBridge } from "../redis-rest-bridge.ts";
-import { percentiles } from "./added_latency.ts";
+import { percentiles } from "./support.ts";
 
 const principal: Principal = {
   user_id: "bench",

@@ -8,7 +8,7 @@
 import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { signBody } from "../../src/metering/signature.ts";
-import { percentiles } from "./added_latency.ts";
+import { percentiles, spawnGateway } from "./support.ts";
 
 function event(i: number, run: string, now: string) {
   return {
@@ -33,37 +33,6 @@ function event(i: number, run: string, now: string) {
   };
 }
 
-async function spawnAggregator(
-  env: Record<string, string>,
-): Promise<{ url: string; stop(): Promise<void> }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net", "--allow-env", "--allow-read", "--allow-write", "src/main.ts"],
-    env: { ...env, ROLE: "aggregator", PORT: "0" },
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (true) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`aggregator exited: ${text}`);
-    text += value;
-    const url = /listening on (http:\/\/[\d.]+:\d+)/.exec(text)?.[1];
-    if (url) {
-      (async () => {
-        while (!(await reader.read()).done);
-      })().catch(() => {});
-      return {
-        url,
-        async stop() {
-          child.kill("SIGTERM");
-          await child.status;
-        },
-      };
-    }
-  }
-}
-
 export async function run(args: string[]): Promise<string> {
   const { values } = parseArgs({
     args,
@@ -82,7 +51,8 @@ export async function run(args: string[]): Promise<string> {
   await admin.unsafe(`CREATE DATABASE ${dbName}`);
   const dataDir = await Deno.makeTempDir();
   const secret = crypto.randomUUID();
-  const agg = await spawnAggregator({
+  const agg = await spawnGateway({
+    ROLE: "aggregator",
     DATABASE_URL: values.pg!.replace(/\/[^/]*$/, `/${dbName}`),
     METERING_SECRET: secret,
     DATA_DIR: dataDir,

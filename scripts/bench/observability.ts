@@ -6,40 +6,7 @@
  *   deno task bench:observability [--seconds 8] [--connections 32]
  */
 import { parseArgs } from "node:util";
-import { createTokenService } from "../../src/auth/tokens.ts";
-import { RevocationList } from "../../src/auth/revocation.ts";
-import { systemClock } from "../../src/clock.ts";
-import { buildConfigSchema } from "../../src/config.ts";
-import { percentiles } from "./added_latency.ts";
-
-async function spawnGateway(env: Record<string, string>) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net", "--allow-env", "--allow-read", "--allow-write", "src/main.ts"],
-    env: { PORT: "0", ...env },
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (true) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`gateway exited: ${text}`);
-    text += value;
-    const url = /listening on (http:\/\/[\d.]+:\d+)/.exec(text)?.[1];
-    if (url) {
-      (async () => {
-        while (!(await reader.read()).done);
-      })().catch(() => {});
-      return {
-        url,
-        async stop() {
-          child.kill("SIGTERM");
-          await child.status;
-        },
-      };
-    }
-  }
-}
+import { benchToken, percentiles, spawnGateway } from "./support.ts";
 
 async function load(url: string, token: string, seconds: number, connections: number) {
   const body = JSON.stringify({
@@ -93,13 +60,7 @@ export async function run(args: string[]): Promise<string> {
     tenant_defaults: { rpm: 100_000_000, tpm: 100_000_000_000 },
   };
   await Deno.writeTextFile(`${dir}/gateway.json`, JSON.stringify(raw));
-  const config = buildConfigSchema({}).parse({ ...raw, auth: { jwt_secret: secret } });
-  const { token } = await createTokenService({
-    auth: config.auth,
-    secret: new TextEncoder().encode(secret),
-    revocations: new RevocationList(systemClock),
-    clock: systemClock,
-  }).mint({ user_id: "bench", tenant_id: "bench", roles: ["user"], mode: "byok", ttl_s: 3600 });
+  const token = await benchToken(secret);
   const base = { GATEWAY_CONFIG: `${dir}/gateway.json`, JWT_SECRET: secret, LOG_LEVEL: "warn" };
   const results: Array<[string, Awaited<ReturnType<typeof load>>]> = [];
   try {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { percentiles, run } from "../../scripts/bench/added_latency.ts";
+import { run } from "../../scripts/bench/added_latency.ts";
+import { percentiles } from "../../scripts/bench/support.ts";
 import { run as runBudget } from "../../scripts/bench/budget.ts";
 import { run as runIngest } from "../../scripts/bench/ingest.ts";
 import { run as runObservability } from "../../scripts/bench/observability.ts";

@@ -1,0 +1,80 @@
+/** What the benchmarks share: a gateway in its own process, a token it accepts, percentiles. */
+import { createTokenService } from "../../src/auth/tokens.ts";
+import { RevocationList } from "../../src/auth/revocation.ts";
+import { systemClock } from "../../src/clock.ts";
+import { buildConfigSchema } from "../../src/config.ts";
+
+export interface Percentiles {
+  p50: number;
+  p95: number;
+  p99: number;
+  mean: number;
+}
+
+export function percentiles(samples: number[]): Percentiles {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+  return {
+    p50: at(0.5),
+    p95: at(0.95),
+    p99: at(0.99),
+    mean: sorted.reduce((a, b) => a + b, 0) / sorted.length,
+  };
+}
+
+export interface GatewayProcess {
+  url: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/** Starts `src/main.ts` as `deno task start` does, and resolves once it listens. */
+export async function spawnGateway(env: Record<string, string>): Promise<GatewayProcess> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net", "--allow-env", "--allow-read", "--allow-write", "src/main.ts"],
+    env: { PORT: "0", ...env },
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (true) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`gateway exited before listening:\n${text}`);
+    text += value;
+    const url = /listening on (http:\/\/[\d.]+:\d+)/.exec(text)?.[1];
+    if (url) {
+      // Keep draining so the gateway never blocks on a full stdout pipe.
+      (async () => {
+        while (!(await reader.read()).done);
+      })().catch(() => {});
+      return {
+        url,
+        pid: child.pid,
+        async stop() {
+          child.kill("SIGTERM");
+          await child.status;
+        },
+      };
+    }
+  }
+}
+
+/** A token the spawned gateway accepts: same HS256 secret (its JWT_SECRET). */
+export async function benchToken(
+  secret: string,
+  mode: "byok" | "managed" = "byok",
+): Promise<string> {
+  const config = buildConfigSchema({}).parse({
+    providers: {},
+    models: {},
+    auth: { jwt_secret: secret },
+  });
+  const { token } = await createTokenService({
+    auth: config.auth,
+    secret: new TextEncoder().encode(secret),
+    revocations: new RevocationList(systemClock),
+    clock: systemClock,
+  }).mint({ user_id: "bench", tenant_id: "bench", roles: ["user"], mode, ttl_s: 3600 });
+  return token;
+}
