@@ -37,7 +37,9 @@ class VoiceRequest {
   /** Caller audio since the provider last finished a turn: a turn is still owed. */
   #sinceTurn = 0;
   #turnDone?: () => void;
-  #firstOutput = false;
+  /** Whether this turn's answer has begun, and when the caller last spoke. */
+  #answering = false;
+  #lastAudioAt?: number;
   #finished = false;
   readonly scope;
 
@@ -149,10 +151,12 @@ class VoiceRequest {
     const { metrics, clock } = this.deps;
     try {
       for await (const ev of session.events) {
-        if (!this.#firstOutput && ev.type !== "transcript.user") {
-          this.#firstOutput = true;
-          const ttft = clock.now() - this.scope.record.startedAtMs;
-          this.scope.record.ttftMs = ttft;
+        if (!this.#answering && ev.type !== "transcript.user" && ev.type !== "turn.done") {
+          // First-token latency of a voice turn runs from the end of the
+          // caller's speech, not from voice.start: speaking time is not ours.
+          this.#answering = true;
+          const ttft = clock.now() - (this.#lastAudioAt ?? this.scope.record.startedAtMs);
+          this.scope.record.ttftMs ??= ttft;
           metrics.timeToFirstToken.observe({
             gen_ai_provider_name: this.#provider?.name ?? "none",
             gen_ai_request_model: this.deps.config.voice.model,
@@ -172,6 +176,7 @@ class VoiceRequest {
           this.#usage.output_tokens += ev.usage.output_tokens;
           this.#send("voice.turn", { usage: ev.usage });
           this.#sinceTurn = 0;
+          this.#answering = false;
           this.#turnDone?.();
         } else {
           this.#send("voice.transcript", {
@@ -211,6 +216,7 @@ class VoiceRequest {
       : bytes;
     p.session.append(audio, seconds);
     this.#sinceTurn += seconds;
+    this.#lastAudioAt = this.deps.clock.now();
   }
 
   /** Ends the caller's input: the last turn is answered, then the request completes. */

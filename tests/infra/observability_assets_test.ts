@@ -1,33 +1,22 @@
 /**
  * The observability assets stay true to the code: Prometheus rules and config
  * pass promtool (syntax and the rule unit tests), every metric the Grafana
- * dashboard and the rules query is one the real gateway exports, every alert
- * has a runbook that names it and its expression, and a real /metrics scrape
- * passes `promtool check metrics`.
+ * dashboard and the rules query is one the real gateway exports (and every
+ * WebSocket, voice and first-token series they select is in a real scrape
+ * after real HTTP, WebSocket chat and voice traffic), every alert has a
+ * runbook that names it and its expression, and a real /metrics scrape passes
+ * `promtool check metrics`.
  *
  * Needs `promtool` on PATH (Debian: `apt-get install prometheus`).
  */
 import assert from "node:assert/strict";
-import { startGateway } from "../support/gateway.ts";
+import { startGateway, testConfig } from "../support/gateway.ts";
 
 const ROOT = decodeURIComponent(new URL("../../", import.meta.url).pathname);
 const PROM_DIR = `${ROOT}infra/prometheus`;
 const DASHBOARD = `${ROOT}infra/grafana/convergio-dashboard.json`;
 const RUNBOOK_DIR = `${ROOT}docs/runbooks`;
 const RULE_FILES = ["recording_rules.yml", "alert_rules.yml"];
-
-/**
- * Metrics the dashboard and rules may use before the app exports them. ONLY
- * the voice metrics of the coming voice change (names agreed with it); drop
- * each from this list once the gateway exports it.
- */
-const NOT_YET_EXPORTED: Record<string, "counter" | "histogram"> = {
-  convergio_voice_connect_seconds: "histogram",
-  convergio_voice_sessions_total: "counter",
-  convergio_voice_dropouts_total: "counter",
-  convergio_voice_reconnect_attempts_total: "counter",
-  convergio_voice_reconnect_successes_total: "counter",
-};
 
 const RUNBOOKS = ["RB-1", "RB-2", "RB-3", "RB-4", "RB-5"];
 
@@ -218,9 +207,104 @@ function selectedNames(expr: string): string[] {
   return [...names];
 }
 
-/** Starts the real gateway, sends managed chat traffic (plain and streamed), and scrapes /metrics. */
+/**
+ * Series of the WebSocket sessions (chat and voice) and of first-token latency:
+ * every selector of these in the dashboard and the rules must match a sample
+ * of the scrape after traffic, not only name a metric the gateway declares
+ * (labelled counters and histograms have no sample before their first use).
+ */
+const SERIES_CHECKED =
+  /^(convergio_ws_|convergio_voice_|gen_ai_server_time_to_first_token_seconds)/;
+
+/** The gateway's config for the scrape: the chat demo provider and a realtime (voice) one. */
+function trafficConfig() {
+  return testConfig({
+    providers: { demo: { protocol: "mock" }, "demo-voice": { protocol: "realtime_mock" } },
+    models: {
+      "convergio-demo": {
+        deployments: [{ provider: "demo", model: "demo-large" }],
+        price: { input_per_1m: 2, output_per_1m: 8 },
+      },
+      "convergio-voice": {
+        deployments: [{ provider: "demo-voice", model: "rt" }],
+        price: { input_per_1m: 32, output_per_1m: 64 },
+      },
+    },
+  });
+}
+
+interface Frame {
+  type: string;
+  event_id?: number;
+  session_id?: string;
+  resumed?: boolean;
+  [key: string]: unknown;
+}
+
+/** A WebSocket client of the gateway's protocol: `convergio.v1` plus the token as `bearer.<jwt>`. */
+async function openSocket(url: string, token: string) {
+  const ws = new WebSocket(url, ["convergio.v1", `bearer.${token}`]);
+  const frames: Frame[] = [];
+  ws.onmessage = (e) => frames.push(JSON.parse(e.data));
+  const closed = new Promise<CloseEvent>((resolve) => ws.addEventListener("close", resolve));
+  const wait = async (type: string): Promise<Frame> => {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const error = frames.find((f) => f.type === "error");
+      assert.equal(error, undefined, `error frame on ${url}`);
+      const frame = frames.find((f) => f.type === type);
+      if (frame) return frame;
+      if (Date.now() > deadline) {
+        throw new Error(`no ${type} frame on ${url}; got ${JSON.stringify(frames)}`);
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  };
+  const ready = await wait("session.ready");
+  assert.equal(ws.protocol, "convergio.v1");
+  return {
+    ready,
+    wait,
+    send: (frame: Record<string, unknown>) => ws.send(JSON.stringify(frame)),
+    lastEventId: () => Math.max(...frames.map((f) => f.event_id ?? 0)),
+    close: async (code: number) => {
+      ws.close(code, code === 1000 ? "done" : "test dropout");
+      return (await closed).code;
+    },
+  };
+}
+
+/**
+ * Drops a socket abnormally (close code 4000), then resumes its session with
+ * the last event id seen (a reconnect attempt and a success), and says goodbye.
+ */
+async function dropAndResume(
+  url: string,
+  token: string,
+  socket: Awaited<ReturnType<typeof openSocket>>,
+) {
+  const sessionId = socket.ready.session_id;
+  assert.ok(sessionId, "session.ready names the session");
+  const lastEventId = socket.lastEventId();
+  assert.equal(await socket.close(4000), 4000);
+  const again = await openSocket(
+    `${url}?session_id=${sessionId}&last_event_id=${lastEventId}`,
+    token,
+  );
+  assert.equal(again.ready.session_id, sessionId);
+  assert.equal(again.ready.resumed, true);
+  assert.equal(again.ready.frames_lost, undefined);
+  assert.equal(await again.close(1000), 1000);
+}
+
+/**
+ * Starts the real gateway, sends managed traffic (chat plain and streamed over
+ * HTTP, chat over /v1/ws, a push-to-talk turn over /v1/voice/ws, then one
+ * dropout and resume per socket kind) and scrapes /metrics once every series
+ * the WebSocket traffic makes is there (sockets close asynchronously).
+ */
 async function scrapeAfterTraffic(): Promise<string> {
-  const gw = await startGateway();
+  const gw = await startGateway(trafficConfig());
   try {
     const token = await gw.token({ tenant: "acme", mode: "managed" });
     const post = async (path: string, body: unknown) => {
@@ -237,9 +321,54 @@ async function scrapeAfterTraffic(): Promise<string> {
     await post("/v1/chat/completions", { model: "convergio-demo", messages, stream: true });
     await post("/v1/chat", { prompt: "Hello" });
     await post("/v1/chat/stream", { prompt: "Hello" });
-    const res = await fetch(`${gw.url}/metrics`);
-    assert.equal(res.status, 200);
-    return await res.text();
+
+    const base = gw.url.replace(/^http/, "ws");
+    const chatUrl = `${base}/v1/ws`;
+    const chat = await openSocket(chatUrl, token);
+    chat.send({ type: "chat.start", request_id: "r1", prompt: "hi" });
+    await chat.wait("chat.complete");
+    await dropAndResume(chatUrl, token, chat);
+
+    const voiceUrl = `${base}/v1/voice/ws`;
+    const voice = await openSocket(voiceUrl, token);
+    voice.send({
+      type: "voice.start",
+      request_id: "v1",
+      codec: "pcm16",
+      sample_rate: 16000,
+      mode: "push-to-talk",
+    });
+    await voice.wait("voice.ready");
+    // 20 ms of silence per chunk: 320 samples of PCM16 at 16 kHz.
+    const silence = btoa(String.fromCharCode(...new Uint8Array(640)));
+    for (let i = 0; i < 5; i++) {
+      voice.send({ type: "voice.chunk", request_id: "v1", bytes_base64: silence });
+    }
+    voice.send({ type: "voice.stop", request_id: "v1" });
+    await voice.wait("voice.complete");
+    await dropAndResume(voiceUrl, token, voice);
+
+    const expected = [
+      ...["chat", "voice"].flatMap((kind) => [
+        `convergio_ws_connect_seconds_count{kind="${kind}"}`,
+        `convergio_ws_sessions_total{kind="${kind}"}`,
+        `convergio_ws_dropouts_total{kind="${kind}",reason="4000"}`,
+        `convergio_ws_reconnect_attempts_total{kind="${kind}"}`,
+        `convergio_ws_reconnect_successes_total{kind="${kind}"}`,
+      ]),
+      `convergio_voice_audio_seconds_total{direction="in"}`,
+      `convergio_voice_audio_seconds_total{direction="out"}`,
+    ];
+    const deadline = Date.now() + 5_000;
+    for (;;) {
+      const res = await fetch(`${gw.url}/metrics`);
+      assert.equal(res.status, 200);
+      const scrape = await res.text();
+      const missing = expected.filter((series) => !scrape.includes(`\n${series} `));
+      if (!missing.length) return scrape;
+      if (Date.now() > deadline) throw new Error(`missing from /metrics: ${missing.join(", ")}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
   } finally {
     await gw.close();
   }
@@ -258,15 +387,59 @@ function exportedNames(scrape: string): Set<string> {
   return names;
 }
 
-function pendingNames(): Set<string> {
-  const names = new Set<string>();
-  for (const [name, type] of Object.entries(NOT_YET_EXPORTED)) {
-    names.add(name);
-    if (type === "histogram") {
-      for (const s of ["_bucket", "_sum", "_count"]) names.add(name + s);
-    }
+const LABEL = /([a-zA-Z_]\w*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"/g;
+
+/** The samples of a scrape: metric name and labels of every sample line. */
+function samples(scrape: string): Array<{ name: string; labels: Record<string, string> }> {
+  const out = [];
+  for (const line of scrape.split("\n")) {
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+\S+/.exec(line);
+    if (!m) continue;
+    const labels: Record<string, string> = {};
+    for (const [, k, , v] of (m[2] ?? "").matchAll(LABEL)) labels[k] = JSON.parse(`"${v}"`);
+    out.push({ name: m[1], labels });
   }
-  return names;
+  return out;
+}
+
+interface Selector {
+  name: string;
+  matchers: Array<{ label: string; op: string; value: string }>;
+  text: string;
+}
+
+/**
+ * The vector selectors of an expression: metric name and label matchers.
+ * Grouping label lists, functions and keywords are not selectors.
+ */
+function selectors(expr: string): Selector[] {
+  const out: Selector[] = [];
+  const stripped = expr.replace(
+    /\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g,
+    " ",
+  );
+  const re =
+    /(?<![\w:.$])([a-zA-Z_:][\w:]*)(?![\w:])\s*(\{(?:[^"}]|"(?:[^"\\]|\\.)*")*\})?(?!\s*\()/g;
+  for (const m of stripped.matchAll(re)) {
+    if (PROMQL_WORDS.has(m[1].toLowerCase())) continue;
+    const matchers = [...(m[2] ?? "").matchAll(LABEL)].map(([, label, op, value]) => ({
+      label,
+      op,
+      value: JSON.parse(`"${value}"`) as string,
+    }));
+    out.push({ name: m[1], matchers, text: m[0].trim() });
+  }
+  return out;
+}
+
+/** Whether a sample matches a selector; regex matchers are anchored, as in PromQL. */
+function matches(s: Selector, sample: { name: string; labels: Record<string, string> }): boolean {
+  if (sample.name !== s.name) return false;
+  return s.matchers.every(({ label, op, value }) => {
+    const v = sample.labels[label] ?? "";
+    const re = () => new RegExp(`^(?:${value})$`).test(v);
+    return op === "=" ? v === value : op === "!=" ? v !== value : op === "=~" ? re() : !re();
+  });
 }
 
 interface Panel {
@@ -334,29 +507,51 @@ Deno.test("the PromQL name extractor skips functions, keywords, labels, strings 
   );
 });
 
+Deno.test("the selector parser reads names and matchers; matching is anchored like PromQL", () => {
+  const all = selectors(
+    `sum(rate(foo_total{kind="voice",reason!~"4.*"}[10m])) / on (x) bar_bucket{t=~"ws|ws-voice"}` +
+      ` and baz`,
+  );
+  assert.deepEqual(all.map((s) => s.name), ["foo_total", "bar_bucket", "baz"]);
+  const [a, b] = all;
+  assert.deepEqual(a.matchers, [
+    { label: "kind", op: "=", value: "voice" },
+    { label: "reason", op: "!~", value: "4.*" },
+  ]);
+  const sample = (labels: Record<string, string>) => ({ name: "bar_bucket", labels });
+  assert.ok(matches(b, sample({ t: "ws-voice" })));
+  assert.ok(!matches(b, sample({ t: "wss" })), "anchored");
+  assert.ok(!matches(a, { name: "foo_total", labels: { kind: "voice", reason: "4000" } }));
+  assert.ok(matches(a, { name: "foo_total", labels: { kind: "voice", reason: "abnormal_1006" } }));
+});
+
 Deno.test("every metric the dashboard and the rules query is exported by the gateway", async () => {
-  const exported = exportedNames(await scrapeAfterTraffic());
+  const scrape = await scrapeAfterTraffic();
+  const exported = exportedNames(scrape);
+  const series = samples(scrape);
   // The scrape is real: the golden-signal metrics are there.
   for (const name of ["convergio_http_requests_total", "convergio_slo_burn_rate"]) {
     assert.ok(exported.has(name), `${name} missing from /metrics`);
   }
-  for (const name of Object.keys(NOT_YET_EXPORTED)) {
-    // Once the voice change lands, the allowance must go.
-    assert.ok(!exported.has(name), `${name} is exported now: remove it from NOT_YET_EXPORTED`);
-  }
-  const pending = pendingNames();
   const records = new Set((await loadRules("recording_rules.yml")).map((r) => r.name));
   const alerts = await loadRules("alert_rules.yml");
 
   const problems: string[] = [];
+  let seriesChecked = 0;
   const check = (where: string, expr: string) => {
     const names = selectedNames(expr);
     if (names.length === 0) problems.push(`${where}: selects no metric: ${expr}`);
     for (const name of names) {
       if (name.includes(":")) {
         if (!records.has(name)) problems.push(`${where}: no recording rule ${name}`);
-      } else if (!exported.has(name) && !pending.has(name)) {
+      } else if (!exported.has(name)) {
         problems.push(`${where}: ${name} is not exported by the gateway`);
+      }
+    }
+    for (const s of selectors(expr).filter((s) => SERIES_CHECKED.test(s.name))) {
+      seriesChecked++;
+      if (!series.some((x) => matches(s, x))) {
+        problems.push(`${where}: ${s.text} matches no series of the scrape after traffic`);
       }
     }
   };
@@ -377,6 +572,7 @@ Deno.test("every metric the dashboard and the rules query is exported by the gat
     check(`${r.kind} ${r.name}`, r.expr);
   }
   assert.deepEqual(problems, []);
+  assert.ok(seriesChecked >= 20, `only ${seriesChecked} WebSocket/voice/first-token selectors`);
 });
 
 Deno.test("the dashboard has one row per golden signal", async () => {
@@ -389,7 +585,7 @@ Deno.test("the dashboard has one row per golden signal", async () => {
     "Metering queue & workers",
     "Cost (managed lane)",
     "Guardrails & budgets",
-    "Voice",
+    "Voice & WebSocket",
     "SLO & error budget",
   ]);
   const titles = allPanels(dashboard.panels).map((p) => p.title);
@@ -434,6 +630,24 @@ Deno.test("runbooks have Detect, Triage, Mitigate and Comms, and cite real panel
 Deno.test("a real /metrics scrape after traffic passes promtool check metrics", async () => {
   const scrape = await scrapeAfterTraffic();
   assert.match(scrape, /^convergio_http_requests_total\{.*status_class="2xx"\} [1-9]/m);
-  assert.match(scrape, /^gen_ai_server_time_to_first_token_seconds_count\{/m);
+  for (const transport of ["sse", "ws", "ws-voice"]) {
+    assert.match(
+      scrape,
+      new RegExp(
+        `^gen_ai_server_time_to_first_token_seconds_count\\{.*transport="${transport}"`,
+        "m",
+      ),
+    );
+  }
+  for (const kind of ["chat", "voice"]) {
+    assert.match(
+      scrape,
+      new RegExp(`^convergio_ws_dropouts_total\\{kind="${kind}",reason="4000"\\} 1$`, "m"),
+    );
+    assert.match(
+      scrape,
+      new RegExp(`^convergio_ws_reconnect_successes_total\\{kind="${kind}"\\} 1$`, "m"),
+    );
+  }
   await promtool(["check", "metrics"], { stdin: scrape });
 });
