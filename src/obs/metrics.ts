@@ -203,7 +203,7 @@ export function createMetrics(
     }),
     wsDropouts: new Counter({
       name: "convergio_ws_dropouts_total",
-      help: "Abnormal WebSocket closes, by reason (close code, ping_timeout, slow_consumer).",
+      help: "Abnormal WebSocket closes, by reason (the close code).",
       labelNames: ["kind", "reason"] as const,
       registers: [registry],
     }),

@@ -5,7 +5,7 @@ import { GatewayError, toGatewayError } from "../errors.ts";
 import { costUsd } from "../metering/pricing.ts";
 import { beginRequest } from "../obs/request_scope.ts";
 import type { TokenUsage } from "../providers/types.ts";
-import { type ChatSocketDeps, handleChatFrame, runChat } from "../ws/chat_socket.ts";
+import { type ChatSocketDeps, handleChatFrame } from "../ws/chat_socket.ts";
 import { acceptSocket } from "../ws/connect.ts";
 import { parseFrame, VOICE_FRAMES, type VoiceStartFrame } from "../ws/frames.ts";
 import type { WsSession } from "../ws/session.ts";
@@ -315,7 +315,8 @@ export function voiceSocketRoutes(deps: VoiceSocketDeps) {
             handleChatFrame(deps, session, frame, ROUTE);
             return;
           case "voice.transcript":
-            void runChat(
+            // A transcript is a text turn: the chat path, with its checks.
+            handleChatFrame(
               deps,
               session,
               { type: "chat.start", request_id: frame.request_id, prompt: frame.text },
@@ -324,6 +325,10 @@ export function voiceSocketRoutes(deps: VoiceSocketDeps) {
             return;
           case "voice.start": {
             if (current) return problem("a voice request is already active on this socket");
+            if (session.usedRequestIds.has(frame.request_id)) {
+              return problem("that request_id was already used in this session");
+            }
+            session.usedRequestIds.add(frame.request_id);
             const mode = deps.config.tenants[session.principal.tenant_id]?.voice ?? "on";
             if (mode === "off") {
               return problem("voice is disabled for this tenant", "feature.disabled");

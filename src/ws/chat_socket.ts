@@ -71,6 +71,27 @@ export async function runChat(
     });
     await driveStream(stream, v7Sink(stream, send), record, ac.signal);
   } catch (err) {
+    if (ac.signal.aborted) {
+      // Cancelled before the first token: nothing was produced or charged.
+      record.fields.error_code = "request.cancelled";
+      session.send({
+        type: "chat.complete",
+        request_id: id,
+        model: record.fields.model ?? null,
+        provider: record.fields.provider ?? null,
+        finish_reason: "cancelled",
+        usage: {
+          in_tokens: 0,
+          out_tokens: 0,
+          tool_calls: 0,
+          audio_in_s: 0,
+          audio_out_s: 0,
+          cost_usd: 0,
+        },
+      });
+      record.end(499);
+      return;
+    }
     const error = toGatewayError(err);
     record.fields.error_code = error.code;
     session.send({
@@ -90,7 +111,9 @@ export async function runChat(
 export function handleChatFrame(
   deps: ChatSocketDeps,
   session: WsSession,
-  frame: { type: "chat.start"; request_id: string } | { type: "chat.cancel"; request_id: string },
+  frame:
+    | { type: "chat.start"; request_id: string; prompt?: string }
+    | { type: "chat.cancel"; request_id: string },
   route: string,
 ): void {
   if (frame.type === "chat.cancel") {
@@ -108,6 +131,8 @@ export function handleChatFrame(
   }
   const problem = session.inflight.has(frame.request_id)
     ? "a request with that request_id is already in flight"
+    : session.usedRequestIds.has(frame.request_id)
+    ? "that request_id was already used in this session; each request needs its own"
     : session.inflight.size >= deps.config.ws.max_inflight
     ? `at most ${deps.config.ws.max_inflight} requests may be in flight on one socket`
     : undefined;
@@ -115,12 +140,13 @@ export function handleChatFrame(
     session.send({
       type: "error",
       request_id: frame.request_id,
-      code: session.inflight.has(frame.request_id) ? "request.invalid" : "quota.exceeded",
+      code: problem.startsWith("at most") ? "quota.exceeded" : "request.invalid",
       message: problem,
-      retryable: !session.inflight.has(frame.request_id),
+      retryable: problem.startsWith("at most"),
     });
     return;
   }
+  session.usedRequestIds.add(frame.request_id);
   void runChat(deps, session, frame as ChatStartFrame, route);
 }
 

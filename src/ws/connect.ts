@@ -92,7 +92,11 @@ export async function acceptSocket(
   }, Math.min(config.ws.idle_timeout_ms, 30_000));
 
   socket.onopen = () => {
-    const complete = s.attach(socket, lastEventId === undefined ? undefined : Number(lastEventId));
+    // A resume without last_event_id replays everything still kept.
+    const complete = s.attach(
+      socket,
+      resumeId === undefined ? undefined : Number(lastEventId ?? 0) || 0,
+    );
     const resumed = resumeId !== undefined;
     if (resumed && complete) metrics.wsReconnectSuccesses.inc({ kind });
     s.send({
@@ -117,7 +121,13 @@ export async function acceptSocket(
       socket.close(1003, "binary frames are not supported");
       return;
     }
-    handlers.text(s, socket, e.data);
+    try {
+      handlers.text(s, socket, e.data);
+    } catch (err) {
+      // A frame must never take the process down; say what happened instead.
+      deps.log.error("websocket frame handler failed", { session_id: s.id, error: String(err) });
+      s.send({ type: "error", code: "internal", message: "internal error", retryable: true });
+    }
   };
   socket.onclose = (e) => {
     clearInterval(idle);
@@ -125,6 +135,8 @@ export async function acceptSocket(
     if (!normal) {
       metrics.wsDropouts.inc({ kind, reason: e.code === 1006 ? "abnormal_1006" : String(e.code) });
     }
+    // A socket the session already left (it resumed elsewhere) changes nothing.
+    if (!s.isCurrent(socket)) return;
     // A clean goodbye ends the session; anything else waits for a resume.
     if (normal) s.end();
     else s.detach(socket);

@@ -90,7 +90,11 @@ export function parseFrame<T extends Record<string, z.ZodType>>(
   accepted: T,
   maxBytes: number,
 ): { ok: true; frame: z.infer<T[keyof T]> } | { ok: false; error: FrameError } {
-  if (text.length > maxBytes) {
+  // Characters undercount UTF-8 bytes up to threefold: encode only when it could matter.
+  if (
+    text.length > maxBytes ||
+    (text.length * 3 > maxBytes && new TextEncoder().encode(text).byteLength > maxBytes)
+  ) {
     return {
       ok: false,
       error: { code: "request.invalid", message: `frame exceeds ${maxBytes} bytes` },
@@ -110,7 +114,10 @@ export function parseFrame<T extends Record<string, z.ZodType>>(
   }
   const obj = raw as Record<string, unknown>;
   const requestId = typeof obj.request_id === "string" ? obj.request_id : undefined;
-  const schema = typeof obj.type === "string" ? accepted[obj.type] : undefined;
+  // Own keys only: "toString" or "constructor" must not find an inherited method.
+  const schema = typeof obj.type === "string" && Object.hasOwn(accepted, obj.type)
+    ? accepted[obj.type]
+    : undefined;
   if (!schema) {
     return {
       ok: false,

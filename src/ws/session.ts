@@ -46,6 +46,14 @@ export class WsSession {
     return this.#socket !== undefined;
   }
 
+  /** Whether `socket` is the one this session currently speaks on (not one it left). */
+  isCurrent(socket: WebSocket): boolean {
+    return this.#socket === socket;
+  }
+
+  /** Client request ids already used in this session: each names one request. */
+  readonly usedRequestIds = new Set<string>();
+
   get ended(): boolean {
     return this.#ended;
   }
@@ -61,7 +69,10 @@ export class WsSession {
     if (this.#replay.length > this.limits.replayFrames) this.#replay.shift();
     const socket = this.#socket;
     if (!socket || socket.readyState !== WebSocket.OPEN) return true;
-    if (socket.bufferedAmount > this.limits.maxBufferedBytes) return false;
+    // Errors still go out: the client must learn why its stream ended.
+    if (socket.bufferedAmount > this.limits.maxBufferedBytes && frame.type !== "error") {
+      return false;
+    }
     socket.send(text);
     return true;
   }

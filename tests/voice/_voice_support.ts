@@ -172,10 +172,12 @@ export const VOICE_PRICE = { input_per_1m: 32, output_per_1m: 64 };
 export function voiceConfig(opts: {
   realtime?: Record<string, Record<string, unknown>>;
   voice?: Record<string, unknown>;
+  /** Settings of the chat demo provider (protocol mock). */
+  chat?: Record<string, unknown>;
   extra?: Record<string, unknown>;
 } = {}): Config {
   const realtime = opts.realtime ?? { "rt-a": {} };
-  const providers: Record<string, unknown> = { demo: { protocol: "mock" } };
+  const providers: Record<string, unknown> = { demo: { protocol: "mock", ...opts.chat } };
   for (const [name, cfg] of Object.entries(realtime)) {
     providers[name] = { protocol: "realtime_mock", ...cfg };
   }
