@@ -16,6 +16,7 @@ export function createRealtimeOpenAI(baseUrl: string): RealtimeAdapter {
   return {
     codecs: ["pcm16"],
     inputRate: RATE,
+    needsKey: true,
     open(opts) {
       const url = `${baseUrl}${baseUrl.includes("?") ? "&" : "?"}model=${
         encodeURIComponent(opts.model)

@@ -33,6 +33,8 @@ export interface RealtimeAdapter {
   /** Input codecs taken as sent; PCM16 is resampled to `inputRate` when set. */
   codecs: Codec[];
   inputRate?: number;
+  /** Needs an API key (the house key, or the tenant's in BYOK). */
+  needsKey?: boolean;
   open(opts: RealtimeOpenOptions): Promise<RealtimeSession>;
 }
 

@@ -41,6 +41,7 @@ class VoiceRequest {
   #answering = false;
   #lastAudioAt?: number;
   #finished = false;
+  #stopping?: Promise<void>;
   readonly scope;
 
   constructor(
@@ -79,6 +80,17 @@ class VoiceRequest {
       });
     }
     const alias = config.voice.model;
+    const keyed = config.models[alias].deployments.filter((d) =>
+      !this.deps.realtime[d.provider].needsKey || this.#apiKey(d.provider)
+    );
+    if (keyed.length === 0) {
+      throw p.mode === "byok"
+        ? new GatewayError(
+          "byok.missing_key",
+          `tenant ${p.tenant_id} has no provider key for ${alias}`,
+        )
+        : new GatewayError("provider.unavailable", `no house key configured for ${alias}`);
+    }
     this.#admission = await guard.admit(
       p,
       { model: alias, messages: [{ role: "user", content: "" }] },
@@ -91,9 +103,13 @@ class VoiceRequest {
   async #openNext(reason?: string): Promise<void> {
     const { config, realtime, metrics } = this.deps;
     const deployments = config.models[config.voice.model].deployments;
-    while (this.#tried < deployments.length) {
+    while (this.#tried < deployments.length && !this.ac.signal.aborted) {
       const d = deployments[this.#tried++];
       const adapter = realtime[d.provider];
+      if (adapter.needsKey && !this.#apiKey(d.provider)) {
+        reason = `${d.provider} has no key for this lane`;
+        continue;
+      }
       if (!adapter.codecs.includes(this.frame.codec)) {
         reason = `${d.provider} does not take ${this.frame.codec}`;
         continue;
@@ -107,6 +123,11 @@ class VoiceRequest {
           apiKey: this.#apiKey(d.provider),
           signal: this.ac.signal,
         });
+        if (this.ac.signal.aborted) {
+          // The request ended while this provider was connecting.
+          session.close();
+          return;
+        }
         metrics.providerAttempts.inc({ provider: d.provider, deployment: d.model, outcome: "ok" });
         this.#provider = { name: d.provider, session, adapter };
         this.scope.record.fields.provider = d.provider;
@@ -118,6 +139,7 @@ class VoiceRequest {
         void this.#pump(session);
         return;
       } catch (err) {
+        if (this.ac.signal.aborted) return;
         metrics.providerAttempts.inc({
           provider: d.provider,
           deployment: d.model,
@@ -129,6 +151,7 @@ class VoiceRequest {
         reason = (err as Error).message;
       }
     }
+    if (this.ac.signal.aborted) return;
     this.#provider = undefined;
     this.#send("voice.degraded", {
       mode: "transcript-only",
@@ -190,12 +213,26 @@ class VoiceRequest {
       // The provider failed mid-session: the next one takes the following audio.
       this.#send("voice.degraded", { mode: "failover", reason: (err as Error).message });
       await this.#openNext((err as Error).message);
+      // The caller's unanswered audio went down with the failed provider: a
+      // pending voice.stop has nothing left to wait for.
+      this.#sinceTurn = 0;
+      this.#turnDone?.();
     }
   }
 
   chunk(base64: string): void {
-    if (this.#finished) return;
-    const bytes = decodeBase64(base64);
+    if (this.#finished || this.#stopping) return;
+    let bytes: Uint8Array;
+    try {
+      bytes = decodeBase64(base64);
+    } catch {
+      this.#send("error", {
+        code: "request.invalid",
+        message: "bytes_base64: not valid base64",
+        retryable: false,
+      });
+      return;
+    }
     const seconds = audioSeconds(this.frame.codec, bytes, this.frame.sample_rate);
     const max = this.deps.config.voice.max_audio_seconds;
     if (this.#audioIn + seconds > max) {
@@ -220,7 +257,11 @@ class VoiceRequest {
   }
 
   /** Ends the caller's input: the last turn is answered, then the request completes. */
-  async stop(): Promise<void> {
+  stop(): Promise<void> {
+    return this.#stopping ??= this.#stop();
+  }
+
+  async #stop(): Promise<void> {
     if (this.#finished) return;
     const p = this.#provider;
     if (p && this.#sinceTurn > 0) {
@@ -252,6 +293,11 @@ class VoiceRequest {
       gen_ai_provider_name: this.#provider?.name ?? "none",
       gen_ai_request_model: config.voice.model,
     }, this.#usage.input_tokens);
+    metrics.tokenUsage.observe({
+      gen_ai_token_type: "output",
+      gen_ai_provider_name: this.#provider?.name ?? "none",
+      gen_ai_request_model: config.voice.model,
+    }, this.#usage.output_tokens);
     const usage = {
       in_tokens: this.#usage.input_tokens,
       out_tokens: this.#usage.output_tokens,

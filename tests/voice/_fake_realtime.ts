@@ -28,8 +28,7 @@ export interface FakeOptions {
  */
 export class FakeRealtime {
   readonly received: Wire[] = [];
-  readonly upgrades: Array<{ auth: string | null; beta: string | null; model: string | null }> =
-    [];
+  readonly upgrades: Array<{ auth: string | null; beta: string | null; model: string | null }> = [];
   readonly appended: Uint8Array[] = [];
   readonly sockets: WebSocket[] = [];
   /** Close codes of the sockets the client closed, in order. */
@@ -115,7 +114,11 @@ export class FakeRealtime {
     for (const s of this.sockets) {
       if (s.readyState === WebSocket.OPEN) s.close(1000);
     }
-    await bounded(Promise.all(this.#closed), 5_000, "fake server sockets closing");
+    // a socket whose client gave up during the handshake never opens, nor closes
+    const opened = this.#closed.filter((_, i) =>
+      this.sockets[i].readyState !== WebSocket.CONNECTING
+    );
+    await bounded(Promise.all(opened), 5_000, "fake server sockets closing");
     await this.#server.shutdown();
   }
 }
@@ -131,9 +134,17 @@ export function fullTurn(socket: WebSocket, fake: FakeRealtime) {
     transcript: "What is the weather?",
   });
   send({ type: "response.audio_transcript.delta", response_id: "resp_1", delta: "It is " });
-  send({ type: "response.audio.delta", response_id: "resp_1", delta: encodeBase64(fake.replyAudio) });
+  send({
+    type: "response.audio.delta",
+    response_id: "resp_1",
+    delta: encodeBase64(fake.replyAudio),
+  });
   send({ type: "response.audio_transcript.delta", response_id: "resp_1", delta: "sunny." });
-  send({ type: "response.audio.delta", response_id: "resp_1", delta: encodeBase64(fake.replyAudio) });
+  send({
+    type: "response.audio.delta",
+    response_id: "resp_1",
+    delta: encodeBase64(fake.replyAudio),
+  });
   send({ type: "response.audio.done", response_id: "resp_1" });
   send({ type: "rate_limits.updated", rate_limits: [] });
   send({

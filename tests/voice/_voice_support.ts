@@ -70,7 +70,10 @@ export class WsClient {
     for (const [k, v] of Object.entries(opts.query ?? {})) url.searchParams.set(k, v);
     const socket = opts.subprotocol
       ? new WebSocket(url, ["convergio.v1", `bearer.${token}`])
-      : new WebSocket(url, { headers: { authorization: `Bearer ${token}` } } as unknown as string[]);
+      : new WebSocket(
+        url,
+        { headers: { authorization: `Bearer ${token}` } } as unknown as string[],
+      );
     const client = new WsClient(socket);
     try {
       await bounded(client.opened, 5_000, "socket open");
@@ -144,7 +147,9 @@ export function pcmChunks(n: number, bytes = 640): string[] {
   for (let c = 0; c < n; c++) {
     const chunk = new Uint8Array(bytes);
     const view = new DataView(chunk.buffer);
-    for (let i = 0; i < bytes / 2; i++) view.setInt16(i * 2, ((c * 977 + i * 37) % 20_000) - 10_000, true);
+    for (let i = 0; i < bytes / 2; i++) {
+      view.setInt16(i * 2, ((c * 977 + i * 37) % 20_000) - 10_000, true);
+    }
     out.push(toBase64(chunk));
   }
   return out;

@@ -653,7 +653,11 @@ Deno.test("voice invalid frames: each gets request.invalid and the socket stays 
     c = s.c;
     const expectInvalid = async (frame: unknown, requestId?: string, message?: RegExp) => {
       c!.send(frame as Record<string, unknown>);
-      const err = await c!.next((f) => f.type === "error", 5_000, `error for ${JSON.stringify(frame)}`);
+      const err = await c!.next(
+        (f) => f.type === "error",
+        5_000,
+        `error for ${JSON.stringify(frame)}`,
+      );
       assert.equal(err.code, "request.invalid", JSON.stringify(err));
       assert.equal(err.retryable, false);
       if (requestId) assert.equal(err.request_id, requestId);
@@ -834,5 +838,79 @@ Deno.test("voice through the OpenAI Realtime wire: BYOK uses the tenant's key; v
   } finally {
     await closeAll(gw, c);
     await fake.close();
+  }
+});
+
+Deno.test("voice.transcript may not reuse the active voice request's request_id; that request is still settled", async () => {
+  const gw = await startGateway(voiceConfig());
+  let c: WsClient | undefined;
+  try {
+    const s = await connect(gw, await gw.token());
+    c = s.c;
+    c.send(voiceStart("v1"));
+    await c.nextOf("voice.ready", "v1");
+    for (const b of pcmChunks(10)) c.send(chunk("v1", b));
+    c.send({ type: "voice.transcript", request_id: "v1", text: "hello" });
+    const answer = await c.next(
+      (f) => f.request_id === "v1" && (f.type === "error" || f.type === "chat.complete"),
+      5_000,
+      "an answer to voice.transcript v1",
+    );
+    assert.equal(answer.type, "error", "no chat may run under the voice request's id");
+    assert.equal(answer.code, "request.invalid");
+    await c.close(); // a clean goodbye ends the session and whatever is in flight
+    c = undefined;
+    const events = await eventually(
+      () => {
+        const mine = gw.events.filter((e) => e.request_id === `${s.ready.session_id}:v1`);
+        return mine.length ? mine : undefined;
+      },
+      5_000,
+      "voice usage event",
+    );
+    // exactly one event for the id: the voice request's, with its audio
+    assert.equal(events.length, 1);
+    const voiceEvent = events[0];
+    assert.equal(voiceEvent.model, VOICE_ALIAS);
+    assert.equal(voiceEvent.audio_seconds_in, 0.2);
+  } finally {
+    await closeAll(gw, c);
+  }
+});
+
+Deno.test("voice.transcript obeys ws.max_inflight like chat.start", async () => {
+  // a chat provider slow enough that the first request is still in flight
+  const gw = await startGateway(voiceConfig({
+    chat: { first_token_ms: 300 },
+    extra: { ws: { max_inflight: 1 } },
+  }));
+  let c: WsClient | undefined;
+  try {
+    c = (await connect(gw, await gw.token())).c;
+    const client = c;
+    const settled = (id: string) =>
+      eventually(
+        () =>
+          client.frames.find((f) => f.request_id === id && /^(error|chat\.complete)$/.test(f.type)),
+        5_000,
+        `${id} settled`,
+      );
+    const firstOf = (id: string) => client.frames.find((f) => f.request_id === id)!;
+    // control: chat.start is limited
+    c.send({ type: "chat.start", request_id: "c1", prompt: "a long answer please" });
+    c.send({ type: "chat.start", request_id: "c2", prompt: "and another" });
+    await settled("c1");
+    await settled("c2");
+    assert.equal(firstOf("c2").type, "error", "control: chat.start is limited");
+    assert.equal(firstOf("c2").code, "quota.exceeded");
+    // the same through voice.transcript
+    c.send({ type: "voice.transcript", request_id: "t1", text: "a long answer please" });
+    c.send({ type: "voice.transcript", request_id: "t2", text: "and another" });
+    await settled("t1");
+    await settled("t2");
+    assert.equal(firstOf("t2").type, "error", "voice.transcript ran past ws.max_inflight");
+    assert.equal(firstOf("t2").code, "quota.exceeded");
+  } finally {
+    await closeAll(gw, c);
   }
 });
