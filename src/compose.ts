@@ -28,6 +28,7 @@ import { SessionRegistry } from "./ws/session.ts";
 import { buildRealtimeAdapters } from "./voice/registry.ts";
 import { defaultTracer } from "./obs/tracing.ts";
 import { ProxyTracerProvider, type Tracer } from "@opentelemetry/api";
+import { Gauge } from "prom-client";
 import { buildAdapters } from "./providers/registry.ts";
 import { createRouter } from "./providers/router.ts";
 import type { ProviderAdapter } from "./providers/types.ts";
@@ -189,6 +190,15 @@ export async function createRuntime(
       maxBufferedBytes: config.ws.max_buffered_bytes,
       resumeWindowMs: config.ws.resume_window_ms,
     }, clock);
+    new Gauge({
+      name: "convergio_ws_active_sessions",
+      help: "Live WebSocket sessions (attached or within their resume window), by kind.",
+      labelNames: ["kind"] as const,
+      registers: [metrics.registry],
+      collect(this: Gauge) {
+        for (const kind of ["chat", "voice"] as const) this.set({ kind }, sessions.count(kind));
+      },
+    });
     // Sessions end first: their in-flight requests settle before the guard drains.
     closers.unshift(() => sessions.endAll());
     closers.push(() => guard.idle());

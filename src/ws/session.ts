@@ -137,6 +137,13 @@ export class SessionRegistry {
     return this.#sessions.size;
   }
 
+  /** Live sessions of one kind, attached or waiting for a resume. */
+  count(kind: WsSession["kind"]): number {
+    let n = 0;
+    for (const s of this.#sessions.values()) if (s.kind === kind) n++;
+    return n;
+  }
+
   /** Ends every session and waits (bounded) for their cancelled requests to settle. */
   async endAll(timeoutMs = 5_000): Promise<void> {
     const all = [...this.#sessions.values()];

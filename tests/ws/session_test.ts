@@ -345,3 +345,33 @@ Deno.test("SessionRegistry: endAll with nothing live returns at once", async () 
   await reg.endAll();
   assert.equal(reg.size, 0);
 });
+
+Deno.test("active WebSocket sessions are exported per kind", async () => {
+  const { startGateway } = await import("../support/gateway.ts");
+  const gw = await startGateway();
+  try {
+    const token = await gw.token();
+    const ws = new WebSocket(gw.url.replace("http", "ws") + "/v1/ws", [
+      "convergio.v1",
+      `bearer.${token}`,
+    ]);
+    await new Promise((resolve) => (ws.onmessage = resolve));
+    const live = await (await fetch(`${gw.url}/metrics`)).text();
+    assert.match(live, /convergio_ws_active_sessions\{kind="chat"\} 1/);
+    assert.match(live, /convergio_ws_active_sessions\{kind="voice"\} 0/);
+    const closed = new Promise((resolve) => (ws.onclose = resolve));
+    ws.close(1000);
+    await closed;
+    for (let i = 0; i < 50; i++) {
+      if (
+        /convergio_ws_active_sessions\{kind="chat"\} 0/.test(
+          await (await fetch(`${gw.url}/metrics`)).text(),
+        )
+      ) return;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.fail("the session was not counted out after a normal close");
+  } finally {
+    await gw.close();
+  }
+});
