@@ -21,7 +21,7 @@ import { applyRetention } from "./metering/gdpr.ts";
 import { createReconciler } from "./metering/reconcile.ts";
 import { Spool } from "./metering/spool.ts";
 import type { UsageEvent } from "./metering/usage_event.ts";
-import { createLogger, type LogSink } from "./obs/log.ts";
+import { createLogger, createStdoutSink, type LogSink } from "./obs/log.ts";
 import { createMetrics } from "./obs/metrics.ts";
 import { SloEngine } from "./obs/slo.ts";
 import { SessionRegistry } from "./ws/session.ts";
@@ -72,7 +72,8 @@ export async function createRuntime(
 ): Promise<Runtime> {
   const clock = overrides.clock ?? systemClock;
   const obs = config.observability;
-  const log = createLogger(overrides.logSink ?? console.log, () => clock.now(), obs.log_level);
+  const stdout = overrides.logSink ? undefined : createStdoutSink();
+  const log = createLogger(overrides.logSink ?? stdout!, () => clock.now(), obs.log_level);
   const metrics = createMetrics({
     tenantLabelTopN: obs.tenant_label_top_n,
     now: () => clock.now(),
@@ -239,6 +240,7 @@ export async function createRuntime(
       for (const t of timers) clearInterval(t);
       for (const close of closers) await close();
       await db?.close();
+      stdout?.flush();
     },
   };
 }

@@ -45,8 +45,22 @@ export async function loadJwks(auth: Config["auth"]): Promise<JWTVerifyGetKey | 
   return undefined;
 }
 
+/** Verified tokens kept, so a client reusing its token skips the signature check. */
+const CACHE_MAX = 10_000;
+/** A cached verification is trusted this long at most (JWKS keys can be rotated out). */
+const CACHE_TTL_MS = 5 * 60_000;
+
 export function createTokenService(deps: TokenServiceDeps) {
   const { auth, secret, jwks, revocations, clock } = deps;
+  // Imported once: handing jose raw bytes re-imports the HMAC key on every call.
+  const hmacKey = crypto.subtle.importKey(
+    "raw",
+    secret as Uint8Array<ArrayBuffer>,
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign", "verify"],
+  );
+  const verified = new Map<string, { principal: Principal; until: number }>();
 
   async function mint(opts: MintOptions): Promise<{ token: string; expires_at: number }> {
     const nowS = Math.floor(clock.now() / 1000);
@@ -60,7 +74,7 @@ export function createTokenService(deps: TokenServiceDeps) {
       .setExpirationTime(exp)
       .setJti(crypto.randomUUID());
     if (auth.audience) jwt.setAudience(auth.audience);
-    return { token: await jwt.sign(secret), expires_at: exp };
+    return { token: await jwt.sign(await hmacKey), expires_at: exp };
   }
 
   /**
@@ -69,6 +83,25 @@ export function createTokenService(deps: TokenServiceDeps) {
    * never reach a verifier that would accept them.
    */
   async function verify(token: string): Promise<Principal> {
+    const hit = verified.get(token);
+    if (hit && hit.until > clock.now()) {
+      if (hit.principal.jti && revocations.isRevoked(hit.principal.jti)) {
+        throw invalid("token has been revoked");
+      }
+      return hit.principal;
+    }
+    const principal = await verifyFully(token);
+    if (principal.exp !== undefined) {
+      if (verified.size >= CACHE_MAX) verified.delete(verified.keys().next().value!);
+      verified.set(token, {
+        principal,
+        until: Math.min(principal.exp * 1000, clock.now() + CACHE_TTL_MS),
+      });
+    }
+    return principal;
+  }
+
+  async function verifyFully(token: string): Promise<Principal> {
     let alg: string | undefined;
     try {
       alg = decodeProtectedHeader(token).alg;
@@ -84,7 +117,7 @@ export function createTokenService(deps: TokenServiceDeps) {
     let payload: unknown;
     try {
       if (alg === LOCAL_ALG) {
-        ({ payload } = await jwtVerify(token, secret, {
+        ({ payload } = await jwtVerify(token, await hmacKey, {
           ...common,
           algorithms: [LOCAL_ALG],
           issuer: auth.issuer,

@@ -47,3 +47,32 @@ export function createLogger(
 }
 
 export type Logger = ReturnType<typeof createLogger>;
+
+/**
+ * Stdout for log lines without a synchronous write per request: lines are
+ * gathered and written together once per timer tick. Past `maxPending`
+ * lines it writes synchronously, so a stalled stdout slows requests rather
+ * than growing memory. `flush()` empties it (shutdown).
+ */
+export function createStdoutSink(maxPending = 10_000): LogSink & { flush(): void } {
+  const encoder = new TextEncoder();
+  let pending: string[] = [];
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    if (pending.length === 0) return;
+    const bytes = encoder.encode(pending.join(""));
+    pending = [];
+    let written = 0;
+    while (written < bytes.length) written += Deno.stdout.writeSync(bytes.subarray(written));
+  };
+  const sink = (line: string) => {
+    pending.push(line + "\n");
+    if (pending.length >= maxPending) flush();
+    else if (!scheduled) {
+      scheduled = true;
+      setTimeout(flush, 0);
+    }
+  };
+  return Object.assign(sink, { flush });
+}

@@ -142,7 +142,7 @@ export function createRouter(deps: RouterDeps) {
     exec: (t: Target, call: UpstreamCall, firstByte: () => void) => Promise<T>,
   ): Promise<{ value: T; target: Target; attempts: number; release: () => void }> {
     const list = targets(p);
-    let lastErr: unknown = new ProviderError("server", "every deployment's circuit is open");
+    let lastErr: unknown;
     let prev: Target | undefined;
     for (let n = 0; n < opts.max_attempts; n++) {
       const target = list.map((_, i) => list[(n + i) % list.length]).find((t) =>
@@ -207,7 +207,11 @@ export function createRouter(deps: RouterDeps) {
         lastErr = failure;
       }
     }
-    throw finalError(lastErr, p.mode);
+    // Built only on failure: an Error captures a stack, too costly per request.
+    throw finalError(
+      lastErr ?? new ProviderError("server", "every deployment's circuit is open"),
+      p.mode,
+    );
   }
 
   async function complete(p: RouteParams): Promise<Routed & { result: ChatResult }> {
