@@ -1,6 +1,7 @@
 import { Redis } from "@upstash/redis";
 import type { Config } from "../config.ts";
 import { ADMIT_LUA, SETTLE_LUA, SPEND_LUA } from "./redis_scripts.ts";
+import { ScriptCoalescer } from "./coalescer.ts";
 import {
   type AdmitInput,
   type AdmitResult,
@@ -22,7 +23,7 @@ const ttlFor = (s: SpendScope) => (s.period === "day" ? DAY_TTL_S : MONTH_TTL_S)
  * The shared store: Redis over the Upstash REST protocol, so one client serves
  * Upstash on Deno Deploy and a REST bridge in front of Redis when self-hosted.
  * Admission and settlement are one EVALSHA each (EVAL when the script is not
- * cached yet).
+ * cached yet); concurrent admissions share `/pipeline` round trips.
  */
 export class RedisBudgetStore implements BudgetStore {
   readonly #redis: Redis;
@@ -34,7 +35,7 @@ export class RedisBudgetStore implements BudgetStore {
   constructor(redis: Redis, prefix: string) {
     this.#redis = redis;
     this.#keys = keys(prefix);
-    this.#admit = redis.createScript<Array<string | number>>(ADMIT_LUA);
+    this.#admit = new ScriptCoalescer(redis, ADMIT_LUA);
     this.#settle = redis.createScript<number>(SETTLE_LUA);
     this.#spend = redis.createScript<number>(SPEND_LUA);
   }
@@ -100,7 +101,9 @@ export class RedisBudgetStore implements BudgetStore {
       DAY_TTL_S,
       MONTH_TTL_S,
     ].map(String);
-    const r = await this.#call("admit", () => this.#admit.exec(keyList, args));
+    const r = await this.#call("admit", () => this.#admit.exec(keyList, args)) as Array<
+      string | number
+    >;
     const n = (i: number) => Number(r[i]);
     const rate = {
       requests: { limit: n(8), remaining: n(9), reset_ms: n(10) },
