@@ -77,6 +77,7 @@ export async function createRuntime(
   const metrics = createMetrics({
     tenantLabelTopN: obs.tenant_label_top_n,
     now: () => clock.now(),
+    enabled: obs.enabled,
   });
   const slo = new SloEngine(obs.slo, () => clock.now());
   slo.register(metrics.registry);

@@ -43,3 +43,23 @@ Deno.test("with observability off, metrics record nothing and the registry is em
   metrics.budgetFraction.set({ tenant: "t" }, 0.5);
   assert.equal((await metrics.registry.metrics()).trim(), "");
 });
+
+Deno.test("OBSERVABILITY=off reaches the running gateway: no request metrics are recorded", async () => {
+  const { startGateway, testConfig } = await import("../support/gateway.ts");
+  const gw = await startGateway(testConfig({ observability: { enabled: false } }));
+  try {
+    const res = await fetch(`${gw.url}/v1/chat`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${await gw.token()}` },
+      body: JSON.stringify({ prompt: "hi" }),
+    });
+    assert.equal(res.status, 200);
+    await res.body?.cancel();
+    assert.doesNotMatch(
+      await (await fetch(`${gw.url}/metrics`)).text(),
+      /convergio_http_requests_total\{/,
+    );
+  } finally {
+    await gw.close();
+  }
+});
