@@ -67,6 +67,7 @@ export async function run(args: string[]): Promise<string> {
     for (
       const [name, env] of [
         ["off (OBSERVABILITY=off)", { ...base, OBSERVABILITY: "off", DATA_DIR: `${dir}/off` }],
+        ["metrics only (no OTEL_DENO)", { ...base, DATA_DIR: `${dir}/metrics` }],
         ["on (metrics + OTEL_DENO tracing)", {
           ...base,
           DATA_DIR: `${dir}/on`,
@@ -88,7 +89,7 @@ export async function run(args: string[]): Promise<string> {
     await sink.shutdown();
     await Deno.remove(dir, { recursive: true });
   }
-  const [off, on] = results.map(([, r]) => r);
+  const [off, metricsOnly, on] = results.map(([, r]) => r);
   const row = ([name, r]: (typeof results)[number]) =>
     `| ${name} | ${Math.round(r.rps)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.errors} |`;
   return [

@@ -166,7 +166,7 @@ export async function measureWs(opts: {
       if (failed) return { err: failed, events: 0, head: NaN, ttfb: NaN, content: NaN, total: NaN };
       const id = `bench-${seq++}`;
       let first = NaN, tokens = 0;
-      const timer = { id: 0 };
+      const timer: { id?: ReturnType<typeof setTimeout> } = {};
       const done = new Promise<{ at: number; frame: Frame }>((resolve) => {
         timer.id = setTimeout(
           () => resolve({ at: NaN, frame: { type: "error", message: "timeout" } }),

@@ -56,8 +56,8 @@ Deno.test("the ingest benchmark drives a real aggregator process into real Postg
 
 Deno.test("the observability benchmark compares real gateway processes with it on and off", async () => {
   const out = await runObservability(["--seconds", "1", "--connections", "2"]);
-  const rows = out.split("\n").filter((l) => /^\| (on|off) /.test(l));
-  assert.equal(rows.length, 2, out);
+  const rows = out.split("\n").filter((l) => /^\| (on|off|metrics only) /.test(l));
+  assert.equal(rows.length, 3, out);
   for (const row of rows) {
     const [rps, , , errors] = row.split("|").slice(2, 6).map((c) => Number(c.trim()));
     assert.ok(rps > 0, row);
