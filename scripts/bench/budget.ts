@@ -137,7 +137,9 @@ export async function run(args: string[]): Promise<string> {
       ``,
       `redis round trips per admitted request (hot path, before the provider): ${admitTrips}`,
       `redis round trips per admitted request, 100 concurrent admissions: ${burstTrips.toFixed(2)}`,
-      `redis round trips per settlement (after the response, off the hot path): ${settleTrips}`,
+      `redis round trips per settlement (after the response, off the hot path, coalesced): ${
+        settleTrips.toFixed(2)
+      }`,
       `ratio p50 memory/none: ${f(mem.p50 / none.p50)}, redis/none: ${
         f(red.p50 / none.p50)
       }, redis/memory: ${f(red.p50 / mem.p50)}`,

@@ -92,6 +92,7 @@ async function exitsWithin(p: Proc, ms: number): Promise<boolean> {
 
 class Processes {
   readonly live: Proc[] = [];
+  #closing = false;
   constructor(readonly dir: string) {}
 
   start(
@@ -100,6 +101,7 @@ class Processes {
     args: string[],
     opts: { env?: Record<string, string>; cwd?: string } = {},
   ): Proc {
+    if (this.#closing) throw new Error(`stopping: ${name} not started`);
     const log = `${this.dir}/${name}.log`;
     const child = new Deno.Command("sh", {
       // sh execs the command with its output redirected: the pid is the command's.
@@ -125,11 +127,17 @@ class Processes {
       await exitsWithin(p, 5_000);
     }
     signalGroup(p.pid, "SIGKILL");
-    this.live.splice(this.live.indexOf(p), 1);
+    this.#forget(p);
   }
 
   async stopAll() {
-    for (const p of [...this.live].reverse()) await this.stop(p);
+    this.#closing = true;
+    while (this.live.length) await this.stop(this.live[this.live.length - 1]);
+  }
+
+  #forget(p: Proc) {
+    const i = this.live.indexOf(p);
+    if (i >= 0) this.live.splice(i, 1);
   }
 
   killAllNow() {
@@ -149,7 +157,7 @@ class Processes {
       await this.stop(p, 1_000);
       throw new Error(`${name} did not finish within ${timeoutMs / 1000} s`);
     }
-    this.live.splice(this.live.indexOf(p), 1);
+    this.#forget(p);
     signalGroup(p.pid, "SIGKILL");
     const { code } = await p.status;
     return { code, output: await Deno.readTextFile(p.log).catch(() => "") };
@@ -268,6 +276,22 @@ async function output(cmd: string, args: string[]): Promise<string> {
   }
 }
 
+/** The commit the measured gateway was built from, and whether src/ differed from it. */
+async function sourceRevision(): Promise<string> {
+  const sha = await output("git", ["-C", ROOT, "rev-parse", "--short", "HEAD"]);
+  if (!/^[0-9a-f]+$/.test(sha)) return "unknown (not a git checkout)";
+  const dirty = await output("git", [
+    "--no-optional-locks",
+    "-C",
+    ROOT,
+    "status",
+    "--porcelain",
+    "--",
+    "src",
+  ]);
+  return `commit ${sha}${dirty ? " with uncommitted changes in src/" : ""}`;
+}
+
 async function machine(): Promise<string[]> {
   const cpuinfo = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
   const meminfo = await Deno.readTextFile("/proc/meminfo").catch(() => "");
@@ -283,6 +307,7 @@ async function machine(): Promise<string[]> {
     `- date: ${new Date().toISOString()}; load average at start: ${
       (await Deno.readTextFile("/proc/loadavg").catch(() => "?")).split(" ").slice(0, 3).join(" ")
     }`,
+    `- gateway source: ${await sourceRevision()}`,
     `- load generator (wrk, stream clients), mock, targets and their services share these cores`,
   ];
 }
@@ -455,7 +480,15 @@ net.Server.prototype.listen = function (...args) {
       300_000,
       { cwd: dir },
     );
-    if (code !== 0) return `npm install exited ${code}: ${tail(output, 5).replaceAll("\n", " ")}`;
+    if (code !== 0) {
+      const lines = output.split("\n").map((l) => l.replace(/^npm (error|ERR!)\s*/, "").trim());
+      const errCode = lines.find((l) => l.startsWith("code "))?.slice(5);
+      const message = lines.find((l) =>
+        l && !/^(code|syscall|errno) |complete log|^[{}]|^at |^\w+: ('|\d)/.test(l)
+      ) ?? tail(output, 1);
+      const reason = [errCode, message].filter(Boolean).join(": ");
+      return `npm install exited ${code}: ${reason.replaceAll("|", "/").slice(0, 300)}`;
+    }
     return null;
   } catch (err) {
     return (err as Error).message;
@@ -564,22 +597,29 @@ export async function run(args: string[]): Promise<string> {
   const redisPrefix = `cvgbench-${runId}`;
   const admin = postgres(values.pg!, { max: 1, onnotice: () => {} });
   let dbCreated = false;
-  let cleaned = false;
-  const cleanup = async () => {
-    if (cleaned) return;
-    cleaned = true;
-    await procs.stopAll();
-    if (dbCreated) {
-      await admin.unsafe(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).catch(() => {});
-    }
-    await admin.end({ timeout: 5 }).catch(() => {});
-    await deleteRedisKeys(values.redis!, redisPrefix).catch(() => 0);
-    await sink.server.shutdown();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  let cleaning: Promise<void> | undefined;
+  /** Stops and removes everything this run made; once, however many callers ask. */
+  const cleanup = () =>
+    cleaning ??= (async () => {
+      await procs.stopAll();
+      if (dbCreated) {
+        await admin.unsafe(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).catch(() => {});
+      }
+      await admin.end({ timeout: 5 }).catch(() => {});
+      await deleteRedisKeys(values.redis!, redisPrefix).catch(() => 0);
+      await sink.server.shutdown();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    })();
+  let interrupted = false;
+  const interruptedExit = async () => {
+    await Promise.race([cleanup(), sleep(30_000)]);
+    Deno.exit(130);
   };
   const onSignal = () => {
+    if (interrupted) return;
+    interrupted = true;
     console.error("bench: interrupted; stopping every process it started");
-    Promise.race([cleanup(), sleep(30_000)]).finally(() => Deno.exit(130));
+    interruptedExit();
   };
   const onUnload = () => procs.killAllNow();
   Deno.addSignalListener("SIGINT", onSignal);
@@ -591,13 +631,17 @@ export async function run(args: string[]): Promise<string> {
     const machineLines = await machine();
 
     // The peer first: its npm install is the slow, failure-prone part.
-    let peerNote: string | undefined = withPeer ? undefined : "skipped (--no-peer" +
-      (quick && !values["no-peer"] ? "; --quick runs it only with --peer)" : ")");
+    let peerNote: string | undefined = withPeer
+      ? undefined
+      : `skipped (${values["no-peer"] ? "--no-peer" : "--quick without --peer"})`;
     const peerDir = `${dir}/peer`;
     if (withPeer) {
       progress("installing the peer (@portkey-ai/gateway 1.15.x) with npm");
       const err = await installPeer(procs, peerDir);
-      if (err) peerNote = `not installed (${err})`;
+      if (err) {
+        peerNote = `not installed (${err})`;
+        progress(`peer: ${peerNote}`);
+      }
     }
 
     progress("starting mock, floor, aggregator (fresh Postgres database), Redis REST bridge");
@@ -968,6 +1012,10 @@ export async function run(args: string[]): Promise<string> {
       return await Deno.readTextFile(out);
     }
     return report;
+  } catch (err) {
+    // Interrupted: the run fails as its processes stop; the signal handler exits once all are.
+    if (interrupted) await interruptedExit();
+    throw err;
   } finally {
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);

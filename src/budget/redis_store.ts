@@ -36,7 +36,7 @@ export class RedisBudgetStore implements BudgetStore {
     this.#redis = redis;
     this.#keys = keys(prefix);
     this.#admit = new ScriptCoalescer(redis, ADMIT_LUA);
-    this.#settle = redis.createScript<number>(SETTLE_LUA);
+    this.#settle = new ScriptCoalescer(redis, SETTLE_LUA);
     this.#spend = redis.createScript<number>(SPEND_LUA);
   }
 
