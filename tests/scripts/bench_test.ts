@@ -34,10 +34,10 @@ Deno.test("the budget benchmark runs on the real Redis and admits in one round t
     out,
     /redis round trips per admitted request \(hot path, before the provider\): 1$/m,
   );
-  assert.match(
-    out,
-    /redis round trips per settlement \(after the response, off the hot path\): 1$/m,
+  const settle = Number(
+    /per settlement \(after the response, off the hot path, coalesced\): ([\d.]+)/.exec(out)?.[1],
   );
+  assert.ok(settle > 0 && settle <= 1, `settlements take at most one round trip each (${settle})`);
   const rows = out.split("\n").filter((l) => l.startsWith("| ") && !l.startsWith("| guard"));
   assert.deepEqual(rows.map((r) => r.split("|")[1].trim()), [
     "none (router only)",
