@@ -11,36 +11,34 @@ function rowOf(report: string, head: string, target: string): string[] {
   return row.split("|").slice(1, -1).map((c) => c.trim());
 }
 
-Deno.test({
-  name: "the side-by-side benchmark measures direct, floor and the gateway with everything on",
-  // Child processes, sockets and timers are all its own and all stopped before it returns.
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const report = await run(["--quick", "--no-peer"]);
+Deno.test("the side-by-side benchmark measures direct, floor and the gateway with everything on", async () => {
+  const report = await run(["--quick", "--no-peer"]);
 
-    for (const target of ["direct", "floor", "ours"]) {
-      const [, rps, p50, p99] = rowOf(report, "target | RPS", target);
-      assert.ok(Number(rps) > 0, `${target} RPS: ${rps}`);
-      assert.ok(Number.isFinite(Number(p50)) && Number.isFinite(Number(p99)), target);
-      const [, , , errors, , sse] = rowOf(report, "target | 1 conn", target);
-      assert.match(errors, /^\d+ \/ \d+$/, `${target}: failed requests are counted`);
-      assert.match(sse, /^(\d+)\/\1$/, `${target}: every SSE request completed`);
-    }
-    assert.match(rowOf(report, "target | RPS", "peer")[1], /skipped \(--no-peer\)/);
+  for (const target of ["direct", "floor", "ours"]) {
+    const [, rps, p50, p99] = rowOf(report, "target | RPS", target);
+    assert.ok(Number(rps) > 0, `${target} RPS: ${rps}`);
+    assert.ok(Number.isFinite(Number(p50)) && Number.isFinite(Number(p99)), target);
+    const [, , , errors, , sse] = rowOf(report, "target | 1 conn", target);
+    assert.match(errors, /^\d+ \/ \d+$/, `${target}: failed requests are counted`);
+    assert.match(sse, /^(\d+)\/\1$/, `${target}: every SSE request completed`);
+  }
+  assert.match(rowOf(report, "target | RPS", "peer")[1], /skipped \(--no-peer\)/);
 
-    // Ours served the load itself, over HTTP and /v1/ws, and metered it end to end.
-    assert.ok(Number(rowOf(report, "target | RPS", "ours")[7]) > 0, "a WS first-token time");
-    assert.match(report, /WS first token .* \((\d+)\/\1 ok\)/);
-    const served = Number(/requests served \(`convergio_http_requests_total`\): (\d+)/.exec(
+  // Ours served the load itself, over HTTP and /v1/ws, and metered it end to end.
+  assert.ok(Number(rowOf(report, "target | RPS", "ours")[7]) > 0, "a WS first-token time");
+  assert.match(report, /WS first token .* \((\d+)\/\1 ok\)/);
+  const served = Number(
+    /requests served \(`convergio_http_requests_total`\): (\d+)/.exec(
       report,
-    )?.[1]);
-    const metered = Number(/usage events metered into the aggregator's Postgres: (\d+)/.exec(
+    )?.[1],
+  );
+  const metered = Number(
+    /usage events metered into the aggregator's Postgres: (\d+)/.exec(
       report,
-    )?.[1]);
-    assert.ok(served > 100, `edge served ${served}`);
-    assert.ok(metered > 100, `aggregator rows ${metered}`);
-    assert.ok(Number(/budget keys in Redis .*: (\d+)/.exec(report)?.[1]) > 0, "budgets in Redis");
-    assert.match(report, /\/v1\/traces \d+/, "spans reached the OTLP sink");
-  },
+    )?.[1],
+  );
+  assert.ok(served > 100, `edge served ${served}`);
+  assert.ok(metered > 100, `aggregator rows ${metered}`);
+  assert.ok(Number(/budget keys in Redis .*: (\d+)/.exec(report)?.[1]) > 0, "budgets in Redis");
+  assert.match(report, /\/v1\/traces \d+/, "spans reached the OTLP sink");
 });
