@@ -12,6 +12,28 @@ export interface IngestResult {
 }
 
 /**
+ * Adds the rows just inserted (`ins`) to one daily rollup, grouped by UTC day
+ * and `key`. Both rollups have the same shape; only the key differs.
+ */
+function rollup(sql: Sql, table: string, keyColumn: string, keyExpr: string) {
+  return sql`
+    INSERT INTO ${sql(table)} AS r
+    SELECT (occurred_at AT TIME ZONE 'UTC')::date, ${sql.unsafe(keyExpr)}, count(*),
+      count(*) FILTER (WHERE NOT success), sum(input_tokens), sum(output_tokens),
+      sum(tool_calls_count), sum(audio_seconds_in + audio_seconds_out), sum(cost_usd),
+      coalesce(sum(cost_usd) FILTER (WHERE mode = 'managed'), 0)
+    FROM ins GROUP BY 1, 2
+    ON CONFLICT (day, ${sql(keyColumn)}) DO UPDATE SET
+      requests = r.requests + excluded.requests, errors = r.errors + excluded.errors,
+      input_tokens = r.input_tokens + excluded.input_tokens,
+      output_tokens = r.output_tokens + excluded.output_tokens,
+      tool_calls = r.tool_calls + excluded.tool_calls,
+      audio_seconds = r.audio_seconds + excluded.audio_seconds,
+      cost_usd = r.cost_usd + excluded.cost_usd,
+      managed_cost_usd = r.managed_cost_usd + excluded.managed_cost_usd`;
+}
+
+/**
  * Inserts events and updates both daily rollups in one statement, one round
  * trip per batch. Only rows actually inserted reach the rollups, so a
  * redelivered batch changes nothing: exactly once, by tenant and `request_id`.
@@ -38,38 +60,8 @@ async function insertEvents(sql: Sql, batchId: string, events: UsageEvent[]): Pr
       ON CONFLICT (tenant_id, request_id) DO NOTHING
       RETURNING *
     ),
-    by_tenant AS (
-      INSERT INTO usage_daily_tenant AS r
-      SELECT (occurred_at AT TIME ZONE 'UTC')::date, tenant_id, count(*),
-        count(*) FILTER (WHERE NOT success), sum(input_tokens), sum(output_tokens),
-        sum(tool_calls_count), sum(audio_seconds_in + audio_seconds_out), sum(cost_usd),
-        coalesce(sum(cost_usd) FILTER (WHERE mode = 'managed'), 0)
-      FROM ins GROUP BY 1, 2
-      ON CONFLICT (day, tenant_id) DO UPDATE SET
-        requests = r.requests + excluded.requests, errors = r.errors + excluded.errors,
-        input_tokens = r.input_tokens + excluded.input_tokens,
-        output_tokens = r.output_tokens + excluded.output_tokens,
-        tool_calls = r.tool_calls + excluded.tool_calls,
-        audio_seconds = r.audio_seconds + excluded.audio_seconds,
-        cost_usd = r.cost_usd + excluded.cost_usd,
-        managed_cost_usd = r.managed_cost_usd + excluded.managed_cost_usd
-    ),
-    by_model AS (
-      INSERT INTO usage_daily_model AS r
-      SELECT (occurred_at AT TIME ZONE 'UTC')::date, coalesce(model, 'unknown'), count(*),
-        count(*) FILTER (WHERE NOT success), sum(input_tokens), sum(output_tokens),
-        sum(tool_calls_count), sum(audio_seconds_in + audio_seconds_out), sum(cost_usd),
-        coalesce(sum(cost_usd) FILTER (WHERE mode = 'managed'), 0)
-      FROM ins GROUP BY 1, 2
-      ON CONFLICT (day, model) DO UPDATE SET
-        requests = r.requests + excluded.requests, errors = r.errors + excluded.errors,
-        input_tokens = r.input_tokens + excluded.input_tokens,
-        output_tokens = r.output_tokens + excluded.output_tokens,
-        tool_calls = r.tool_calls + excluded.tool_calls,
-        audio_seconds = r.audio_seconds + excluded.audio_seconds,
-        cost_usd = r.cost_usd + excluded.cost_usd,
-        managed_cost_usd = r.managed_cost_usd + excluded.managed_cost_usd
-    )
+    by_tenant AS (${rollup(sql, "usage_daily_tenant", "tenant_id", "tenant_id")}),
+    by_model AS (${rollup(sql, "usage_daily_model", "model", "coalesce(model, 'unknown')")})
     SELECT count(*)::int AS inserted FROM ins`;
   return inserted;
 }
