@@ -1,4 +1,7 @@
+import assert from "node:assert/strict";
 import { decodeBase64, encodeBase64 } from "../../src/voice/audio.ts";
+import { createRealtimeOpenAI } from "../../src/voice/realtime_openai.ts";
+import type { RealtimeEvent, RealtimeOpenOptions, RealtimeSession } from "../../src/voice/types.ts";
 import { bounded } from "./_voice_support.ts";
 
 export type Wire = Record<string, unknown>;
@@ -155,4 +158,99 @@ export function fullTurn(socket: WebSocket, fake: FakeRealtime) {
       usage: { total_tokens: 57, input_tokens: 42, output_tokens: 15 },
     },
   });
+}
+
+/** A gateway provider entry (realtime_openai) pointing at `fake`, with its key unless told. */
+export function openaiProvider(fake: { url: string; apiKey?: string }, apiKey?: string) {
+  return { protocol: "realtime_openai", base_url: fake.url, api_key: apiKey ?? fake.apiKey };
+}
+
+export const REALTIME_MODEL = "gpt-4o-realtime-preview";
+
+/** Adapter open options: push-to-talk pcm16 at 24 kHz with the fake's default key. */
+export const adapterOptions = (signal: AbortSignal, extra: Partial<RealtimeOpenOptions> = {}) => ({
+  model: REALTIME_MODEL,
+  codec: "pcm16" as const,
+  sampleRate: 24_000,
+  vad: false,
+  apiKey: "sk-test-realtime",
+  signal,
+  ...extra,
+});
+
+/** What a test of one adapter session gets. */
+export interface AdapterSession {
+  fake: FakeRealtime;
+  session: RealtimeSession;
+  ac: AbortController;
+}
+
+/**
+ * Starts a FakeRealtime with `fakeOpts`, opens an OpenAI Realtime adapter
+ * session against it (at `url(fake)`, with `open` options) and runs `body`;
+ * the session, the signal and the fake are closed after it.
+ */
+export async function withAdapterSession(
+  fakeOpts: FakeOptions,
+  body: (s: AdapterSession) => Promise<void>,
+  opts: { url?: (fake: FakeRealtime) => string; open?: Partial<RealtimeOpenOptions> } = {},
+): Promise<void> {
+  const fake = new FakeRealtime(fakeOpts);
+  const ac = new AbortController();
+  let session: RealtimeSession | undefined;
+  try {
+    const adapter = createRealtimeOpenAI(opts.url?.(fake) ?? fake.url);
+    session = await bounded(adapter.open(adapterOptions(ac.signal, opts.open)), 5_000, "open");
+    await body({ fake, session, ac });
+  } finally {
+    session?.close();
+    ac.abort();
+    await fake.close();
+  }
+}
+
+/** Reads events until one matches `until` (or the iterator ends). */
+export async function readUntil(
+  session: RealtimeSession,
+  until: (ev: RealtimeEvent) => boolean,
+): Promise<RealtimeEvent[]> {
+  const out: RealtimeEvent[] = [];
+  await bounded(
+    (async () => {
+      for await (const ev of session.events) {
+        out.push(ev);
+        if (until(ev)) break;
+      }
+    })(),
+    5_000,
+    "realtime events",
+  );
+  return out;
+}
+
+/** Reads every event until the iterator fails, as `check` expects; returns what was read. */
+export async function readUntilFailure(
+  session: RealtimeSession,
+  check: (err: unknown) => boolean,
+): Promise<RealtimeEvent[]> {
+  const seen: RealtimeEvent[] = [];
+  await assert.rejects(
+    bounded((async () => {
+      for await (const ev of session.events) seen.push(ev);
+    })()),
+    check,
+  );
+  return seen;
+}
+
+/** The close code the fake's first socket will see. */
+export function serverCloseCode(fake: FakeRealtime): Promise<number> {
+  return new Promise<number>((r) => fake.sockets[0].addEventListener("close", (e) => r(e.code)));
+}
+
+/** A handler that sends `events` (objects as JSON, strings as they are). */
+export function sends(...events: Array<Wire | string>) {
+  return (socket: WebSocket) => {
+    for (const ev of events) socket.send(typeof ev === "string" ? ev : JSON.stringify(ev));
+  };
 }

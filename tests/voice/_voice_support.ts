@@ -1,5 +1,5 @@
 import type { Config } from "../../src/config.ts";
-import { testConfig, type TestGateway } from "../support/gateway.ts";
+import { startGateway, testConfig, type TestGateway } from "../support/gateway.ts";
 
 /** A server frame as the client sees it. */
 // deno-lint-ignore no-explicit-any
@@ -224,4 +224,106 @@ export function metricValue(
     }
   }
   return total;
+}
+
+/** A `voice.start` frame (push-to-talk, pcm16 at 16 kHz unless `extra` says otherwise). */
+export const voiceStart = (requestId: string, extra: Record<string, unknown> = {}) => ({
+  type: "voice.start",
+  request_id: requestId,
+  codec: "pcm16",
+  sample_rate: 16_000,
+  mode: "push-to-talk",
+  ...extra,
+});
+
+/** A `voice.chunk` frame. */
+export const chunk = (requestId: string, bytes_base64: string) => ({
+  type: "voice.chunk",
+  request_id: requestId,
+  bytes_base64,
+});
+
+/** Connects and waits for session.ready. */
+export async function connect(
+  gw: TestGateway,
+  token: string,
+  opts: Parameters<typeof WsClient.connect>[2] = {},
+): Promise<{ c: WsClient; ready: Frame }> {
+  const c = await WsClient.connect(gw, token, opts);
+  try {
+    const ready = await c.nextOf("session.ready");
+    return { c, ready };
+  } catch (err) {
+    await c.close();
+    throw err;
+  }
+}
+
+/** Closes the clients (quietly), then the gateway. */
+export async function closeAll(gw: TestGateway, ...clients: Array<WsClient | undefined>) {
+  for (const c of clients) await c?.close().catch(() => {});
+  await gw.close();
+}
+
+/** Sends voice.start and waits for that request's voice.ready. */
+export function startVoice(
+  c: WsClient,
+  requestId: string,
+  extra: Record<string, unknown> = {},
+): Promise<Frame> {
+  c.send(voiceStart(requestId, extra));
+  return c.nextOf("voice.ready", requestId);
+}
+
+/** Sends `chunks` (or `pcmChunks(n)`) for `requestId`; returns what was sent. */
+export function sendChunks(c: WsClient, requestId: string, chunks: string[] | number): string[] {
+  const list = typeof chunks === "number" ? pcmChunks(chunks) : chunks;
+  for (const b of list) c.send(chunk(requestId, b));
+  return list;
+}
+
+/** Sends voice.stop. */
+export function sendStop(c: WsClient, requestId: string): void {
+  c.send({ type: "voice.stop", request_id: requestId });
+}
+
+/** Sends voice.stop and waits for that request's voice.complete. */
+export function stopVoice(c: WsClient, requestId: string): Promise<Frame> {
+  sendStop(c, requestId);
+  return c.nextOf("voice.complete", requestId);
+}
+
+/** What a test with one voice socket gets. */
+export interface VoiceSocket {
+  gw: TestGateway;
+  c: WsClient;
+  /** The session.ready frame. */
+  ready: Frame;
+}
+
+/**
+ * Starts a gateway with `config`, connects one voice socket with a token of
+ * `claims` and runs `body`; the socket and the gateway are closed after it.
+ * `c` in the context may be closed by the body itself.
+ */
+export async function withVoiceSocket(
+  config: Config,
+  claims: Parameters<TestGateway["token"]>[0],
+  body: (s: VoiceSocket) => Promise<void>,
+  opts: Parameters<typeof WsClient.connect>[2] = {},
+): Promise<void> {
+  const gw = await startGateway(config);
+  let c: WsClient | undefined;
+  try {
+    const s = await connect(gw, await gw.token(claims), opts);
+    c = s.c;
+    await body({ gw, c: s.c, ready: s.ready });
+  } finally {
+    await closeAll(gw, c);
+  }
+}
+
+/** The gateway's Prometheus text. */
+export async function metricsText(gw: TestGateway): Promise<string> {
+  return await (await fetch(`${gw.url}/metrics`)).text();
 }

@@ -1,52 +1,29 @@
 import assert from "node:assert/strict";
 import { ProviderError } from "../../src/providers/types.ts";
 import { createRealtimeOpenAI } from "../../src/voice/realtime_openai.ts";
-import type { RealtimeEvent, RealtimeOpenOptions, RealtimeSession } from "../../src/voice/types.ts";
 
-import { FakeRealtime, fullTurn, pcm24k, type Wire } from "./_fake_realtime.ts";
+import {
+  adapterOptions as options,
+  FakeRealtime,
+  fullTurn,
+  pcm24k,
+  readUntil,
+  readUntilFailure,
+  REALTIME_MODEL as MODEL,
+  sends,
+  serverCloseCode,
+  type Wire,
+  withAdapterSession,
+} from "./_fake_realtime.ts";
 import { bounded } from "./_voice_support.ts";
 
 const API_KEY = "sk-test-realtime";
-const MODEL = "gpt-4o-realtime-preview";
-
-const options = (signal: AbortSignal, extra: Partial<RealtimeOpenOptions> = {}) => ({
-  model: MODEL,
-  codec: "pcm16" as const,
-  sampleRate: 24_000,
-  vad: false,
-  apiKey: API_KEY,
-  signal,
-  ...extra,
-});
-
-/** Reads events until one matches `until` (or the iterator ends). */
-async function readUntil(
-  session: RealtimeSession,
-  until: (ev: RealtimeEvent) => boolean,
-): Promise<RealtimeEvent[]> {
-  const out: RealtimeEvent[] = [];
-  await bounded(
-    (async () => {
-      for await (const ev of session.events) {
-        out.push(ev);
-        if (until(ev)) break;
-      }
-    })(),
-    5_000,
-    "realtime events",
-  );
-  return out;
-}
 
 Deno.test("openai realtime: headers, model query, session.update for push-to-talk, mapped events", async () => {
-  const fake = new FakeRealtime();
-  const ac = new AbortController();
-  let session: RealtimeSession | undefined;
-  try {
+  await withAdapterSession({}, async ({ fake, session }) => {
     const adapter = createRealtimeOpenAI(fake.url);
     assert.deepEqual(adapter.codecs, ["pcm16"]);
     assert.equal(adapter.inputRate, 24_000);
-    session = await bounded(adapter.open(options(ac.signal)), 5_000, "open");
     assert.deepEqual(fake.upgrades, [{
       auth: `Bearer ${API_KEY}`,
       beta: "realtime=v1",
@@ -97,112 +74,90 @@ Deno.test("openai realtime: headers, model query, session.update for push-to-tal
       type: "turn.done",
       usage: { input_tokens: 42, output_tokens: 15 },
     });
-  } finally {
-    session?.close();
-    ac.abort();
-    await fake.close();
-  }
+  });
 });
 
 Deno.test("openai realtime: vad asks for server_vad; a model query joins an existing query", async () => {
-  const fake = new FakeRealtime();
-  const ac = new AbortController();
-  let session: RealtimeSession | undefined;
-  try {
-    session = await bounded(
-      createRealtimeOpenAI(`${fake.url}?foo=bar`).open(options(ac.signal, { vad: true })),
-    );
+  await withAdapterSession({}, async ({ fake }) => {
     const update = await fake.sent("session.update");
     assert.deepEqual((update.session as Wire).turn_detection, { type: "server_vad" });
     assert.equal((update.session as Wire).input_audio_format, "pcm16");
     assert.equal(fake.upgrades[0].model, MODEL);
-  } finally {
-    session?.close();
-    ac.abort();
-    await fake.close();
-  }
+  }, { url: (fake) => `${fake.url}?foo=bar`, open: { vad: true } });
 });
 
 Deno.test("openai realtime: usage missing from response.done counts as zero tokens", async () => {
-  const fake = new FakeRealtime({
-    onResponse(socket) {
-      socket.send(JSON.stringify({ type: "response.done", response: { id: "r" } }));
+  await withAdapterSession(
+    { onResponse: sends({ type: "response.done", response: { id: "r" } }) },
+    async ({ session }) => {
+      session.append(pcm24k(0.02), 0.02);
+      session.commit();
+      const events = await readUntil(session, (e) => e.type === "turn.done");
+      assert.deepEqual(events, [{
+        type: "turn.done",
+        usage: { input_tokens: 0, output_tokens: 0 },
+      }]);
     },
-  });
-  const ac = new AbortController();
-  let session: RealtimeSession | undefined;
-  try {
-    session = await bounded(createRealtimeOpenAI(fake.url).open(options(ac.signal)));
-    session.append(pcm24k(0.02), 0.02);
-    session.commit();
-    const events = await readUntil(session, (e) => e.type === "turn.done");
-    assert.deepEqual(events, [{ type: "turn.done", usage: { input_tokens: 0, output_tokens: 0 } }]);
-  } finally {
-    session?.close();
-    ac.abort();
-    await fake.close();
-  }
+  );
 });
 
-Deno.test("openai realtime: an error event fails the iterator with a ProviderError", async () => {
-  const fake = new FakeRealtime({
-    onResponse(socket) {
-      socket.send(JSON.stringify({
-        type: "response.audio_transcript.delta",
-        delta: "partial",
-      }));
-      socket.send(JSON.stringify({
+/** Cases where the upstream fails mid-turn: what was read before, and how the iterator fails. */
+const failingTurns: Array<
+  { name: string; onResponse: (socket: WebSocket) => void; seen: string; message: RegExp }
+> = [
+  {
+    name: "openai realtime: an error event fails the iterator with a ProviderError",
+    onResponse: sends(
+      { type: "response.audio_transcript.delta", delta: "partial" },
+      {
         type: "error",
         event_id: "evt_1",
         error: { type: "server_error", code: "server_error", message: "upstream exploded" },
-      }));
+      },
+    ),
+    seen: "partial",
+    message: /upstream exploded/,
+  },
+  {
+    name: "openai realtime: an abnormal server close fails the iterator",
+    onResponse(socket) {
+      socket.send(JSON.stringify({ type: "response.audio_transcript.delta", delta: "Hi" }));
+      socket.close(4000, "going away badly");
     },
-  });
-  const ac = new AbortController();
-  let session: RealtimeSession | undefined;
-  try {
-    session = await bounded(createRealtimeOpenAI(fake.url).open(options(ac.signal)));
-    session.append(pcm24k(0.02), 0.02);
-    session.commit();
-    const seen: RealtimeEvent[] = [];
-    const s = session;
-    await assert.rejects(
-      bounded((async () => {
-        for await (const ev of s.events) seen.push(ev);
-      })()),
-      (err) => {
+    seen: "Hi",
+    message: /4000/,
+  },
+];
+
+for (const t of failingTurns) {
+  Deno.test(t.name, async () => {
+    await withAdapterSession({ onResponse: t.onResponse }, async ({ session }) => {
+      session.append(pcm24k(0.02), 0.02);
+      session.commit();
+      const seen = await readUntilFailure(session, (err) => {
         assert.ok(err instanceof ProviderError);
         assert.equal(err.kind, "server");
-        assert.match(err.message, /upstream exploded/);
+        assert.match(err.message, t.message);
         return true;
-      },
-    );
-    assert.deepEqual(seen, [{ type: "transcript.assistant", text: "partial" }]);
-  } finally {
-    session?.close();
-    ac.abort();
-    await fake.close();
-  }
-});
+      });
+      assert.deepEqual(seen, [{ type: "transcript.assistant", text: t.seen }]);
+    });
+  });
+}
 
 Deno.test("openai realtime: input_audio_buffer_commit_empty is ignored", async () => {
-  const fake = new FakeRealtime({
-    onResponse(socket, fake) {
-      socket.send(JSON.stringify({
-        type: "error",
-        error: {
-          type: "invalid_request_error",
-          code: "input_audio_buffer_commit_empty",
-          message: "buffer too small",
-        },
-      }));
-      fullTurn(socket, fake);
-    },
-  });
-  const ac = new AbortController();
-  let session: RealtimeSession | undefined;
-  try {
-    session = await bounded(createRealtimeOpenAI(fake.url).open(options(ac.signal)));
+  const onResponse = (socket: WebSocket, fake: FakeRealtime) => {
+    sends({
+      type: "error",
+      error: {
+        type: "invalid_request_error",
+        code: "input_audio_buffer_commit_empty",
+        message: "buffer too small",
+      },
+    })(socket);
+    fullTurn(socket, fake);
+  };
+  await withAdapterSession({ onResponse }, async ({ session }) => {
     session.commit();
     const events = await readUntil(session, (e) => e.type === "turn.done");
     assert.equal(events[0].type, "transcript.user");
@@ -210,30 +165,14 @@ Deno.test("openai realtime: input_audio_buffer_commit_empty is ignored", async (
       type: "turn.done",
       usage: { input_tokens: 42, output_tokens: 15 },
     });
-  } finally {
-    session?.close();
-    ac.abort();
-    await fake.close();
-  }
+  });
 });
 
 Deno.test("openai realtime: a malformed event fails the iterator", async () => {
-  const fake = new FakeRealtime({
-    onResponse(socket) {
-      socket.send("{not json");
-    },
-  });
-  const ac = new AbortController();
-  let session: RealtimeSession | undefined;
-  try {
-    session = await bounded(createRealtimeOpenAI(fake.url).open(options(ac.signal)));
+  await withAdapterSession({ onResponse: sends("{not json") }, async ({ session }) => {
     session.commit();
     await assert.rejects(readUntil(session, () => false), ProviderError);
-  } finally {
-    session?.close();
-    ac.abort();
-    await fake.close();
-  }
+  });
 });
 
 Deno.test("openai realtime: connection refused rejects open with kind connect", async () => {
@@ -270,71 +209,22 @@ Deno.test("openai realtime: a refused upgrade (wrong key) rejects open with kind
   }
 });
 
-Deno.test("openai realtime: an abnormal server close fails the iterator", async () => {
-  const fake = new FakeRealtime({
-    onResponse(socket) {
-      socket.send(JSON.stringify({ type: "response.audio_transcript.delta", delta: "Hi" }));
-      socket.close(4000, "going away badly");
-    },
-  });
-  const ac = new AbortController();
-  let session: RealtimeSession | undefined;
-  try {
-    session = await bounded(createRealtimeOpenAI(fake.url).open(options(ac.signal)));
-    session.append(pcm24k(0.02), 0.02);
-    session.commit();
-    const seen: RealtimeEvent[] = [];
-    const s = session;
-    await assert.rejects(
-      bounded((async () => {
-        for await (const ev of s.events) seen.push(ev);
-      })()),
-      (err) => {
-        assert.ok(err instanceof ProviderError);
-        assert.equal(err.kind, "server");
-        assert.match(err.message, /4000/);
-        return true;
-      },
-    );
-    assert.deepEqual(seen, [{ type: "transcript.assistant", text: "Hi" }]);
-  } finally {
-    session?.close();
-    ac.abort();
-    await fake.close();
-  }
-});
-
 Deno.test("openai realtime: a normal server close ends the iterator", async () => {
-  const fake = new FakeRealtime({
-    onResponse(socket, fake) {
-      fullTurn(socket, fake);
-      socket.close(1000);
-    },
-  });
-  const ac = new AbortController();
-  let session: RealtimeSession | undefined;
-  try {
-    session = await bounded(createRealtimeOpenAI(fake.url).open(options(ac.signal)));
+  const onResponse = (socket: WebSocket, fake: FakeRealtime) => {
+    fullTurn(socket, fake);
+    socket.close(1000);
+  };
+  await withAdapterSession({ onResponse }, async ({ session }) => {
     session.commit();
     const events = await readUntil(session, () => false);
     assert.equal(events[events.length - 1].type, "turn.done");
-  } finally {
-    session?.close();
-    ac.abort();
-    await fake.close();
-  }
+  });
 });
 
 Deno.test("openai realtime: aborting the signal closes the socket and ends the iterator", async () => {
-  const fake = new FakeRealtime();
-  const ac = new AbortController();
-  let session: RealtimeSession | undefined;
-  try {
-    session = await bounded(createRealtimeOpenAI(fake.url).open(options(ac.signal)));
+  await withAdapterSession({}, async ({ fake, session, ac }) => {
     await fake.sent("session.update");
-    const serverClosed = new Promise<number>((r) =>
-      fake.sockets[0].addEventListener("close", (e) => r(e.code))
-    );
+    const serverClosed = serverCloseCode(fake);
     const reading = readUntil(session, () => false);
     ac.abort(new Error("caller left"));
     assert.deepEqual(await reading, []);
@@ -342,27 +232,15 @@ Deno.test("openai realtime: aborting the signal closes the socket and ends the i
     // sending after close is a no-op, not a throw
     session.append(pcm24k(0.02), 0.02);
     session.commit();
-  } finally {
-    session?.close();
-    await fake.close();
-  }
+  });
 });
 
 Deno.test("openai realtime: close() says goodbye with 1000 and ends the iterator", async () => {
-  const fake = new FakeRealtime();
-  const ac = new AbortController();
-  let session: RealtimeSession | undefined;
-  try {
-    session = await bounded(createRealtimeOpenAI(fake.url).open(options(ac.signal)));
+  await withAdapterSession({}, async ({ fake, session }) => {
     await fake.sent("session.update");
-    const serverClosed = new Promise<number>((r) =>
-      fake.sockets[0].addEventListener("close", (e) => r(e.code))
-    );
+    const serverClosed = serverCloseCode(fake);
     session.close();
     assert.deepEqual(await readUntil(session, () => false), []);
     assert.equal(await bounded(serverClosed), 1000);
-  } finally {
-    ac.abort();
-    await fake.close();
-  }
+  });
 });

@@ -5,66 +5,42 @@
  * turn the op sanitizer off so that the failure reported is the behaviour.
  */
 import assert from "node:assert/strict";
-import { startGateway, type TestGateway } from "../support/gateway.ts";
-import { FakeRealtime } from "./_fake_realtime.ts";
+import { startGateway } from "../support/gateway.ts";
+import { FakeRealtime, openaiProvider } from "./_fake_realtime.ts";
 import {
+  closeAll,
+  connect,
   eventually,
-  type Frame,
+  metricsText,
   metricValue,
-  pcmChunks,
+  sendChunks,
+  sendStop,
+  startVoice,
+  stopVoice,
   VOICE_ALIAS,
   voiceConfig,
-  WsClient,
+  voiceStart,
+  withVoiceSocket,
+  type WsClient,
 } from "./_voice_support.ts";
-
-const voiceStart = (requestId: string, extra: Record<string, unknown> = {}) => ({
-  type: "voice.start",
-  request_id: requestId,
-  codec: "pcm16",
-  sample_rate: 16_000,
-  mode: "push-to-talk",
-  ...extra,
-});
-const chunk = (requestId: string, bytes_base64: string) => ({
-  type: "voice.chunk",
-  request_id: requestId,
-  bytes_base64,
-});
-
-async function connect(gw: TestGateway, token: string): Promise<{ c: WsClient; ready: Frame }> {
-  const c = await WsClient.connect(gw, token);
-  return { c, ready: await c.nextOf("session.ready") };
-}
-
-async function closeAll(gw: TestGateway, ...clients: Array<WsClient | undefined>) {
-  for (const c of clients) await c?.close().catch(() => {});
-  await gw.close();
-}
 
 Deno.test({
   name:
     "BUG voice: push-to-talk stop pending when the provider fails over: voice.complete must not wait the 30 s grace",
   sanitizeOps: false,
   async fn() {
-    const gw = await startGateway(voiceConfig({
-      realtime: { "rt-a": { fail: "midstream" }, "rt-b": {} },
-    }));
-    let c: WsClient | undefined;
-    try {
-      c = (await connect(gw, await gw.token())).c;
-      c.send(voiceStart("v1"));
-      await c.nextOf("voice.ready", "v1");
-      for (const b of pcmChunks(20)) c.send(chunk("v1", b));
-      c.send({ type: "voice.stop", request_id: "v1" });
+    const config = voiceConfig({ realtime: { "rt-a": { fail: "midstream" }, "rt-b": {} } });
+    await withVoiceSocket(config, {}, async ({ c }) => {
+      await startVoice(c, "v1");
+      sendChunks(c, "v1", 20);
+      sendStop(c, "v1");
       assert.equal((await c.nextOf("voice.degraded", "v1")).mode, "failover");
       assert.equal((await c.nextOf("voice.ready", "v1")).provider, "rt-b");
       // The alternate never heard the caller's turn and the caller has stopped:
       // nothing can answer it, so the request should end now (today: after 30 s).
       const complete = await c.nextOf("voice.complete", "v1", 5_000);
       assert.equal(complete.usage.audio_in_s, 0.4);
-    } finally {
-      await closeAll(gw, c);
-    }
+    });
   },
 });
 
@@ -73,24 +49,19 @@ Deno.test({
     "BUG voice: chunks past max_audio_seconds get one quota.exceeded, not one per chunk (and one stop)",
   sanitizeOps: false,
   async fn() {
-    const gw = await startGateway(voiceConfig({
+    const config = voiceConfig({
       realtime: { "rt-a": { first_audio_ms: 200 } },
       voice: { max_audio_seconds: 1 },
-    }));
-    let c: WsClient | undefined;
-    try {
-      c = (await connect(gw, await gw.token())).c;
-      c.send(voiceStart("v1"));
-      await c.nextOf("voice.ready", "v1");
-      for (const b of pcmChunks(60)) c.send(chunk("v1", b)); // 1.2 s: 10 chunks over
+    });
+    await withVoiceSocket(config, {}, async ({ c }) => {
+      await startVoice(c, "v1");
+      sendChunks(c, "v1", 60); // 1.2 s: 10 chunks over
       await c.nextOf("voice.complete", "v1", 5_000);
       const quota = c.since().filter((f) =>
         f.type === "error" && f.request_id === "v1" && f.code === "quota.exceeded"
       );
       assert.equal(quota.length, 1, `${quota.length} quota.exceeded errors for one request`);
-    } finally {
-      await closeAll(gw, c);
-    }
+    });
   },
 });
 
@@ -112,40 +83,30 @@ Deno.test({
         void fake;
       },
     });
-    const gw = await startGateway(voiceConfig({
-      realtime: {
-        "rt-openai": { protocol: "realtime_openai", base_url: fake.url, api_key: fake.apiKey },
-      },
-    }));
-    let c: WsClient | undefined;
+    const config = voiceConfig({ realtime: { "rt-openai": openaiProvider(fake) } });
     try {
-      c = (await connect(gw, await gw.token({ mode: "managed" }))).c;
-      c.send(voiceStart("v1"));
-      await c.nextOf("voice.ready", "v1");
-      for (const b of pcmChunks(10)) c.send(chunk("v1", b));
-      c.send({ type: "voice.stop", request_id: "v1" });
-      c.send({ type: "voice.stop", request_id: "v1" }); // a double click
-      await c.nextOf("voice.complete", "v1", 5_000);
-      assert.equal(fake.count("input_audio_buffer.commit"), 1);
-      assert.equal(fake.count("response.create"), 1);
+      await withVoiceSocket(config, { mode: "managed" }, async ({ c }) => {
+        await startVoice(c, "v1");
+        sendChunks(c, "v1", 10);
+        sendStop(c, "v1");
+        sendStop(c, "v1"); // a double click
+        await c.nextOf("voice.complete", "v1", 5_000);
+        assert.equal(fake.count("input_audio_buffer.commit"), 1);
+        assert.equal(fake.count("response.create"), 1);
+      });
     } finally {
       for (const t of timers) clearTimeout(t);
-      await closeAll(gw, c);
       await fake.close();
     }
   },
 });
 
 Deno.test("BUG voice: a chunk whose base64 does not decode gets request.invalid for its request", async () => {
-  const gw = await startGateway(voiceConfig());
-  let c: WsClient | undefined;
-  try {
-    c = (await connect(gw, await gw.token())).c;
-    c.send(voiceStart("v1"));
-    await c.nextOf("voice.ready", "v1");
+  await withVoiceSocket(voiceConfig(), {}, async ({ c }) => {
+    await startVoice(c, "v1");
     // passes the frame's /^[A-Za-z0-9+/]+={0,2}$/ check, but atob() rejects it
     for (const bad of ["A", "AAAAA", "AA=A"]) {
-      c.send(chunk("v1", bad));
+      sendChunks(c, "v1", [bad]);
       const err = await c.nextOf("error");
       assert.deepEqual(
         { code: err.code, request_id: err.request_id, retryable: err.retryable },
@@ -154,12 +115,9 @@ Deno.test("BUG voice: a chunk whose base64 does not decode gets request.invalid 
       );
     }
     // the request and the socket carry on
-    for (const b of pcmChunks(5)) c.send(chunk("v1", b));
-    c.send({ type: "voice.stop", request_id: "v1" });
-    assert.equal((await c.nextOf("voice.complete", "v1")).usage.audio_in_s, 0.1);
-  } finally {
-    await closeAll(gw, c);
-  }
+    sendChunks(c, "v1", 5);
+    assert.equal((await stopVoice(c, "v1")).usage.audio_in_s, 0.1);
+  });
 });
 
 /** A provider endpoint that accepts TCP connections and never answers the WebSocket handshake. */
@@ -191,8 +149,8 @@ Deno.test("BUG voice: a caller who hangs up during the provider handshake leaves
   const alt = new FakeRealtime();
   const gw = await startGateway(voiceConfig({
     realtime: {
-      "rt-slow": { protocol: "realtime_openai", base_url: slow.url, api_key: "sk-slow" },
-      "rt-alt": { protocol: "realtime_openai", base_url: alt.url, api_key: alt.apiKey },
+      "rt-slow": openaiProvider(slow, "sk-slow"),
+      "rt-alt": openaiProvider(alt),
     },
   }));
   let c: WsClient | undefined;
@@ -228,44 +186,34 @@ Deno.test("BUG voice: a caller who hangs up during the provider handshake leaves
 
 Deno.test("BUG voice: BYOK without a tenant key for the realtime provider is byok.missing_key", async () => {
   const fake = new FakeRealtime();
-  const gw = await startGateway(voiceConfig({
-    realtime: {
-      "rt-openai": { protocol: "realtime_openai", base_url: fake.url, api_key: fake.apiKey },
-    },
-  }));
-  let c: WsClient | undefined;
+  const config = voiceConfig({ realtime: { "rt-openai": openaiProvider(fake) } });
   try {
-    c = (await connect(gw, await gw.token({ tenant: "nokey", mode: "byok" }))).c;
-    c.send(voiceStart("v1"));
-    const first = await c.next(
-      (f) => f.request_id === "v1" && f.type !== "voice.ready",
-      5_000,
-      "answer to voice.start",
-    );
-    // like chat: the tenant is told its key is missing, and no anonymous call goes upstream
-    assert.deepEqual(
-      { type: first.type, code: first.code },
-      { type: "error", code: "byok.missing_key" },
-      JSON.stringify(first),
-    );
-    assert.deepEqual(fake.upgrades, []);
+    await withVoiceSocket(config, { tenant: "nokey", mode: "byok" }, async ({ c }) => {
+      c.send(voiceStart("v1"));
+      const first = await c.next(
+        (f) => f.request_id === "v1" && f.type !== "voice.ready",
+        5_000,
+        "answer to voice.start",
+      );
+      // like chat: the tenant is told its key is missing, and no anonymous call goes upstream
+      assert.deepEqual(
+        { type: first.type, code: first.code },
+        { type: "error", code: "byok.missing_key" },
+        JSON.stringify(first),
+      );
+      assert.deepEqual(fake.upgrades, []);
+    });
   } finally {
-    await closeAll(gw, c);
     await fake.close();
   }
 });
 
 Deno.test("BUG voice: output tokens are observed in gen_ai_client_token_usage like input tokens", async () => {
-  const gw = await startGateway(voiceConfig());
-  let c: WsClient | undefined;
-  try {
-    c = (await connect(gw, await gw.token())).c;
-    c.send(voiceStart("v1"));
-    await c.nextOf("voice.ready", "v1");
-    for (const b of pcmChunks(10)) c.send(chunk("v1", b));
-    c.send({ type: "voice.stop", request_id: "v1" });
-    const complete = await c.nextOf("voice.complete", "v1");
-    const text = await (await fetch(`${gw.url}/metrics`)).text();
+  await withVoiceSocket(voiceConfig(), {}, async ({ gw, c }) => {
+    await startVoice(c, "v1");
+    sendChunks(c, "v1", 10);
+    const complete = await stopVoice(c, "v1");
+    const text = await metricsText(gw);
     const labels = { gen_ai_request_model: VOICE_ALIAS, gen_ai_provider_name: "rt-a" };
     assert.equal(
       metricValue(text, "gen_ai_client_token_usage_sum", { ...labels, gen_ai_token_type: "input" }),
@@ -278,7 +226,5 @@ Deno.test("BUG voice: output tokens are observed in gen_ai_client_token_usage li
       }),
       complete.usage.out_tokens,
     );
-  } finally {
-    await closeAll(gw, c);
-  }
+  });
 });

@@ -3,38 +3,31 @@ import { periodsAt } from "../../src/budget/store.ts";
 import { startGateway, type TestGateway } from "../support/gateway.ts";
 import {
   bounded,
+  chunk,
+  closeAll,
+  connect,
   eventually,
   type Frame,
   fromBase64,
+  metricsText,
   metricValue,
   pcmChunks,
+  sendChunks,
+  sendStop,
+  startVoice,
+  stopVoice,
   toBase64,
   VOICE_ALIAS,
   VOICE_PRICE,
   voiceConfig,
-  WsClient,
+  voiceStart,
+  withVoiceSocket,
+  type WsClient,
 } from "./_voice_support.ts";
-import { FakeRealtime } from "./_fake_realtime.ts";
+import { FakeRealtime, openaiProvider } from "./_fake_realtime.ts";
 
 const round3 = (x: number) => Math.round(x * 1000) / 1000;
 const REPLY_WORDS = 6;
-
-function voiceStart(requestId: string, extra: Record<string, unknown> = {}) {
-  return {
-    type: "voice.start",
-    request_id: requestId,
-    codec: "pcm16",
-    sample_rate: 16_000,
-    mode: "push-to-talk",
-    ...extra,
-  };
-}
-
-const chunk = (requestId: string, bytes_base64: string) => ({
-  type: "voice.chunk",
-  request_id: requestId,
-  bytes_base64,
-});
 
 /** Seconds of PCM16 in base64 chunks, from their sample counts at `rate`. */
 const pcmSeconds = (chunks: string[], rate: number) =>
@@ -52,22 +45,6 @@ const costOf = (u: { in_tokens: number; out_tokens: number }) =>
     ((u.in_tokens / 1e6) * VOICE_PRICE.input_per_1m +
       (u.out_tokens / 1e6) * VOICE_PRICE.output_per_1m) * 1e6,
   ) / 1e6;
-
-/** Connects and waits for session.ready. */
-async function connect(
-  gw: TestGateway,
-  token: string,
-  opts: Parameters<typeof WsClient.connect>[2] = {},
-): Promise<{ c: WsClient; ready: Frame }> {
-  const c = await WsClient.connect(gw, token, opts);
-  try {
-    const ready = await c.nextOf("session.ready");
-    return { c, ready };
-  } catch (err) {
-    await c.close();
-    throw err;
-  }
-}
 
 /** The usage event of `requestId` on `sessionId`, once reported. */
 const usageEvent = (gw: TestGateway, sessionId: string, requestId: string) =>
@@ -87,31 +64,19 @@ function assertNoRawAudio(gw: TestGateway, sent: string[], received: Frame[]) {
   assert.doesNotMatch(stored, /[A-Za-z0-9+/]{120,}/, "something base64-like and long was stored");
 }
 
-async function closeAll(gw: TestGateway, ...clients: Array<WsClient | undefined>) {
-  for (const c of clients) await c?.close().catch(() => {});
-  await gw.close();
-}
-
 Deno.test("voice push-to-talk pcm16 16 kHz: ready, transcripts, audio, turn, complete metered from samples", async () => {
-  const gw = await startGateway(voiceConfig());
-  let c: WsClient | undefined;
-  try {
-    const token = await gw.token({ tenant: "acme", user: "alice", mode: "managed" });
-    const s = await connect(gw, token);
-    c = s.c;
-    assert.equal(s.ready.resumed, false);
-    assert.match(s.ready.session_id, /^wss_/);
+  const claims = { tenant: "acme", user: "alice", mode: "managed" } as const;
+  await withVoiceSocket(voiceConfig(), claims, async ({ gw, c, ready: session }) => {
+    assert.equal(session.resumed, false);
+    assert.match(session.session_id, /^wss_/);
 
-    c.send(voiceStart("v1"));
-    const ready = await c.nextOf("voice.ready", "v1");
+    const ready = await startVoice(c, "v1");
     assert.equal(ready.provider, "rt-a");
     assert.equal(ready.mode, "push-to-talk");
     assert.deepEqual(ready.output, { codec: "pcm16", sample_rate: 24_000 });
 
-    const chunks = pcmChunks(37); // 37 × 20 ms of real-time PCM at 16 kHz
-    for (const b of chunks) c.send(chunk("v1", b));
-    c.send({ type: "voice.stop", request_id: "v1" });
-    const complete = await c.nextOf("voice.complete", "v1");
+    const chunks = sendChunks(c, "v1", 37); // 37 × 20 ms of real-time PCM at 16 kHz
+    const complete = await stopVoice(c, "v1");
 
     const frames = c.since().filter((f) => f.request_id === "v1");
     assert.deepEqual(frames.map((f) => f.type), [
@@ -150,7 +115,7 @@ Deno.test("voice push-to-talk pcm16 16 kHz: ready, transcripts, audio, turn, com
     assert.deepEqual(ids, [...ids].sort((a, b) => a - b));
     assert.ok(c.frames.every((f) => typeof f.timestamp_ms === "number"));
 
-    const event = await usageEvent(gw, s.ready.session_id, "v1");
+    const event = await usageEvent(gw, session.session_id, "v1");
     assert.equal(event.audio_seconds_in, round3(sentSeconds));
     assert.equal(event.audio_seconds_out, 0.6);
     assert.equal(event.input_tokens, u.in_tokens);
@@ -159,7 +124,7 @@ Deno.test("voice push-to-talk pcm16 16 kHz: ready, transcripts, audio, turn, com
     assert.ok(event.cost_usd > 0);
     assert.equal(event.provider, "rt-a");
     assert.equal(event.model, VOICE_ALIAS);
-    assert.equal(event.session_id, s.ready.session_id);
+    assert.equal(event.session_id, session.session_id);
     assert.equal(event.tenant_id, "acme");
     assert.equal(event.user_id, "alice");
     assert.equal(event.mode, "managed");
@@ -167,49 +132,33 @@ Deno.test("voice push-to-talk pcm16 16 kHz: ready, transcripts, audio, turn, com
     assert.equal(event.error_code, null);
     assert.equal(gw.events.filter((e) => e.request_id.endsWith(":v1")).length, 1);
     assertNoRawAudio(gw, chunks, frames);
-  } finally {
-    await closeAll(gw, c);
-  }
+  });
 });
 
 Deno.test("voice: metered from samples at the declared rate; a duration field is refused", async () => {
-  const gw = await startGateway(voiceConfig());
-  let c: WsClient | undefined;
-  try {
-    const s = await connect(gw, await gw.token());
-    c = s.c;
+  await withVoiceSocket(voiceConfig(), {}, async ({ gw, c, ready }) => {
     // The client says 48 kHz (whatever it really recorded): 640 bytes are 320 samples at 48 kHz.
-    c.send(voiceStart("v1", { sample_rate: 48_000 }));
-    await c.nextOf("voice.ready", "v1");
-    const chunks = pcmChunks(30);
-    for (const b of chunks) c.send(chunk("v1", b));
+    await startVoice(c, "v1", { sample_rate: 48_000 });
+    const chunks = sendChunks(c, "v1", 30);
     // A claimed duration is not part of the protocol.
     c.send({ ...chunk("v1", pcmChunks(1, 64_000)[0]), duration_ms: 1_000 });
     const refused = await c.nextOf("error");
     assert.equal(refused.code, "request.invalid");
     assert.equal(refused.request_id, "v1");
     assert.equal(refused.retryable, false);
-    c.send({ type: "voice.stop", request_id: "v1" });
-    const complete = await c.nextOf("voice.complete", "v1");
+    const complete = await stopVoice(c, "v1");
     const expected = round3(pcmSeconds(chunks, 48_000));
     assert.equal(expected, 0.2);
     assert.equal(complete.usage.audio_in_s, expected);
     const user = c.since().find((f) => f.type === "voice.transcript" && f.role === "user");
     assert.equal(user?.text, "I heard 0.2 seconds of audio.");
-    assert.equal((await usageEvent(gw, s.ready.session_id, "v1")).audio_seconds_in, expected);
-  } finally {
-    await closeAll(gw, c);
-  }
+    assert.equal((await usageEvent(gw, ready.session_id, "v1")).audio_seconds_in, expected);
+  });
 });
 
 Deno.test("voice opus: audio_in_s comes from each packet's TOC, not its size", async () => {
-  const gw = await startGateway(voiceConfig());
-  let c: WsClient | undefined;
-  try {
-    const s = await connect(gw, await gw.token());
-    c = s.c;
-    c.send(voiceStart("o1", { codec: "opus", sample_rate: 48_000 }));
-    await c.nextOf("voice.ready", "o1");
+  await withVoiceSocket(voiceConfig(), {}, async ({ gw, c, ready }) => {
+    await startVoice(c, "o1", { codec: "opus", sample_rate: 48_000 });
     const packet = (toc: number[], payload: number) => {
       const bytes = new Uint8Array(toc.length + payload);
       bytes.set(toc);
@@ -225,84 +174,66 @@ Deno.test("voice opus: audio_in_s comes from each packet's TOC, not its size", a
       [packet([(19 << 3) | 3, 10], 60), 120], // 10 × 20 ms, capped at 120 ms
       [packet([(13 << 3) | 2], 120), 40], // Hybrid 20 ms, code 2
     ];
-    for (const [b] of packets) c.send(chunk("o1", b));
-    c.send({ type: "voice.stop", request_id: "o1" });
-    const complete = await c.nextOf("voice.complete", "o1");
+    sendChunks(c, "o1", packets.map(([b]) => b));
+    const complete = await stopVoice(c, "o1");
     const expected = round3(packets.reduce((sum, [, ms]) => sum + ms, 0) / 1000);
     assert.equal(expected, 0.345);
     assert.equal(complete.usage.audio_in_s, expected);
     assert.ok(c.since().some((f) => f.type === "voice.turn" && f.request_id === "o1"));
-    assert.equal((await usageEvent(gw, s.ready.session_id, "o1")).audio_seconds_in, expected);
-  } finally {
-    await closeAll(gw, c);
-  }
+    assert.equal((await usageEvent(gw, ready.session_id, "o1")).audio_seconds_in, expected);
+  });
 });
 
 Deno.test("voice vad mode (browser subprotocol auth): the provider takes the turn without voice.stop", async () => {
-  const gw = await startGateway(voiceConfig());
-  let c: WsClient | undefined;
-  try {
-    const s = await connect(gw, await gw.token(), { subprotocol: true });
-    c = s.c;
+  await withVoiceSocket(voiceConfig(), {}, async ({ c }) => {
     assert.equal(c.socket.protocol, "convergio.v1");
-    c.send(voiceStart("v1", { mode: "vad" }));
-    const ready = await c.nextOf("voice.ready", "v1");
+    const ready = await startVoice(c, "v1", { mode: "vad" });
     assert.equal(ready.mode, "vad");
-    const chunks = pcmChunks(60); // 1.2 s
-    for (const b of chunks) c.send(chunk("v1", b));
+    const chunks = sendChunks(c, "v1", 60); // 1.2 s
     const user = await c.next((f) => f.type === "voice.transcript" && f.role === "user");
     assert.match(user.text, /^I heard 1\.0 seconds of audio\.$/);
     const turn = await c.nextOf("voice.turn", "v1");
     assert.ok(turn.usage.input_tokens >= 10);
     assert.ok(!c.since().some((f) => f.type === "voice.complete"), "no stop was sent yet");
-    c.send({ type: "voice.stop", request_id: "v1" });
-    const complete = await c.nextOf("voice.complete", "v1");
+    const complete = await stopVoice(c, "v1");
     assert.equal(complete.usage.audio_in_s, round3(pcmSeconds(chunks, 16_000)));
     assert.equal(complete.usage.audio_out_s, round3(audioOutSeconds(c.since())));
-  } finally {
-    await closeAll(gw, c);
-  }
+  }, { subprotocol: true });
 });
 
 Deno.test("voice max audio length: quota.exceeded, then the request completes and is metered", async () => {
-  const gw = await startGateway(voiceConfig({ voice: { max_audio_seconds: 1 } }));
-  let c: WsClient | undefined;
-  try {
-    const s = await connect(gw, await gw.token());
-    c = s.c;
-    c.send(voiceStart("v1"));
-    await c.nextOf("voice.ready", "v1");
-    // As many 20 ms chunks as fit in 1 s (summed as the gateway sums them), plus one.
-    let fit = 0;
-    let sum = 0;
-    while (sum + 0.02 <= 1) {
-      sum += 0.02;
-      fit++;
-    }
-    const chunks = pcmChunks(fit + 1);
-    for (const b of chunks) c.send(chunk("v1", b));
-    const error = await c.nextOf("error", "v1");
-    assert.equal(error.code, "quota.exceeded");
-    assert.equal(error.retryable, false);
-    assert.match(error.message, /max audio length of 1 s/);
-    const complete = await c.nextOf("voice.complete", "v1");
-    assert.equal(complete.usage.audio_in_s, round3(sum));
-    assert.ok(complete.usage.audio_in_s <= 1);
-    // the audio heard before the limit is still answered
-    assert.ok(c.since().some((f) => f.type === "voice.turn"));
-    const event = await usageEvent(gw, s.ready.session_id, "v1");
-    assert.equal(event.audio_seconds_in, round3(sum));
-    assert.ok(event.audio_seconds_out > 0);
-    // the request is over: its chunks are refused, the socket still works
-    c.send(chunk("v1", chunks[0]));
-    assert.equal((await c.nextOf("error", "v1")).code, "request.invalid");
-    c.send(voiceStart("v2"));
-    await c.nextOf("voice.ready", "v2");
-    c.send({ type: "voice.stop", request_id: "v2" });
-    await c.nextOf("voice.complete", "v2");
-  } finally {
-    await closeAll(gw, c);
-  }
+  await withVoiceSocket(
+    voiceConfig({ voice: { max_audio_seconds: 1 } }),
+    {},
+    async ({ gw, c, ready }) => {
+      await startVoice(c, "v1");
+      // As many 20 ms chunks as fit in 1 s (summed as the gateway sums them), plus one.
+      let fit = 0;
+      let sum = 0;
+      while (sum + 0.02 <= 1) {
+        sum += 0.02;
+        fit++;
+      }
+      const chunks = sendChunks(c, "v1", fit + 1);
+      const error = await c.nextOf("error", "v1");
+      assert.equal(error.code, "quota.exceeded");
+      assert.equal(error.retryable, false);
+      assert.match(error.message, /max audio length of 1 s/);
+      const complete = await c.nextOf("voice.complete", "v1");
+      assert.equal(complete.usage.audio_in_s, round3(sum));
+      assert.ok(complete.usage.audio_in_s <= 1);
+      // the audio heard before the limit is still answered
+      assert.ok(c.since().some((f) => f.type === "voice.turn"));
+      const event = await usageEvent(gw, ready.session_id, "v1");
+      assert.equal(event.audio_seconds_in, round3(sum));
+      assert.ok(event.audio_seconds_out > 0);
+      // the request is over: its chunks are refused, the socket still works
+      c.send(chunk("v1", chunks[0]));
+      assert.equal((await c.nextOf("error", "v1")).code, "request.invalid");
+      await startVoice(c, "v2");
+      await stopVoice(c, "v2");
+    },
+  );
 });
 
 Deno.test("voice managed lane at 110% of budget: voice.start gets budget.blocked; BYOK still talks", async () => {
@@ -336,35 +267,28 @@ Deno.test("voice managed lane at 110% of budget: voice.start gets budget.blocked
 
     const b = await connect(gw, await gw.token({ tenant: "acme", mode: "byok" }));
     byok = b.c;
-    byok.send(voiceStart("v1"));
-    await byok.nextOf("voice.ready", "v1");
-    byok.send({ type: "voice.stop", request_id: "v1" });
-    await byok.nextOf("voice.complete", "v1");
+    await startVoice(byok, "v1");
+    await stopVoice(byok, "v1");
   } finally {
     await closeAll(gw, managed, byok);
   }
 });
 
 Deno.test("voice rpm limit: the next voice.start gets quota.exceeded", async () => {
-  const gw = await startGateway(voiceConfig({ extra: { tenant_defaults: { rpm: 1 } } }));
-  let c: WsClient | undefined;
-  try {
-    const s = await connect(gw, await gw.token({ tenant: "acme", mode: "managed" }));
-    c = s.c;
-    c.send(voiceStart("v1"));
-    await c.nextOf("voice.ready", "v1");
-    c.send({ type: "voice.stop", request_id: "v1" });
-    await c.nextOf("voice.complete", "v1");
+  await withVoiceSocket(voiceConfig({ extra: { tenant_defaults: { rpm: 1 } } }), {
+    tenant: "acme",
+    mode: "managed",
+  }, async ({ gw, c, ready }) => {
+    await startVoice(c, "v1");
+    await stopVoice(c, "v1");
     c.send(voiceStart("v2"));
     const limited = await c.nextOf("error", "v2");
     assert.equal(limited.code, "quota.exceeded");
     assert.equal(limited.retryable, true);
     assert.match(limited.message, /rate limit/);
-    const event = await usageEvent(gw, s.ready.session_id, "v2");
+    const event = await usageEvent(gw, ready.session_id, "v2");
     assert.equal(event.error_code, "quota.exceeded");
-  } finally {
-    await closeAll(gw, c);
-  }
+  });
 });
 
 Deno.test("voice degraded (a): a text-only tenant is told so and answered in text; an off tenant is refused", async () => {
@@ -413,141 +337,125 @@ Deno.test("voice degraded (a): a text-only tenant is told so and answered in tex
 });
 
 Deno.test("voice degraded (b): the first provider cannot connect, the second answers", async () => {
-  const gw = await startGateway(voiceConfig({
-    realtime: { "rt-a": { fail: "connect" }, "rt-b": {} },
-  }));
-  let c: WsClient | undefined;
-  try {
-    const s = await connect(gw, await gw.token());
-    c = s.c;
-    c.send(voiceStart("v1"));
-    const ready = await c.nextOf("voice.ready", "v1");
-    assert.equal(ready.provider, "rt-b");
-    assert.ok(!c.since().some((f) => f.type === "voice.degraded"));
-    const chunks = pcmChunks(10);
-    for (const b of chunks) c.send(chunk("v1", b));
-    c.send({ type: "voice.stop", request_id: "v1" });
-    const complete = await c.nextOf("voice.complete", "v1");
-    assert.equal(complete.usage.audio_in_s, 0.2);
-    assert.equal((await usageEvent(gw, s.ready.session_id, "v1")).provider, "rt-b");
+  await withVoiceSocket(
+    voiceConfig({
+      realtime: { "rt-a": { fail: "connect" }, "rt-b": {} },
+    }),
+    {},
+    async ({ gw, c, ready: session }) => {
+      const ready = await startVoice(c, "v1");
+      assert.equal(ready.provider, "rt-b");
+      assert.ok(!c.since().some((f) => f.type === "voice.degraded"));
+      sendChunks(c, "v1", 10);
+      const complete = await stopVoice(c, "v1");
+      assert.equal(complete.usage.audio_in_s, 0.2);
+      assert.equal((await usageEvent(gw, session.session_id, "v1")).provider, "rt-b");
 
-    const metrics = await (await fetch(`${gw.url}/metrics`)).text();
-    assert.equal(
-      metricValue(metrics, "convergio_provider_failovers_total", {
-        provider: "rt-a",
-        deployment: "rt-a-model",
-      }),
-      1,
-    );
-    assert.equal(
-      metricValue(metrics, "convergio_provider_attempts_total", {
-        provider: "rt-a",
-        outcome: "error",
-      }),
-      1,
-    );
-    assert.equal(
-      metricValue(metrics, "convergio_provider_attempts_total", {
-        provider: "rt-b",
-        outcome: "ok",
-      }),
-      1,
-    );
-  } finally {
-    await closeAll(gw, c);
-  }
+      const metrics = await metricsText(gw);
+      assert.equal(
+        metricValue(metrics, "convergio_provider_failovers_total", {
+          provider: "rt-a",
+          deployment: "rt-a-model",
+        }),
+        1,
+      );
+      assert.equal(
+        metricValue(metrics, "convergio_provider_attempts_total", {
+          provider: "rt-a",
+          outcome: "error",
+        }),
+        1,
+      );
+      assert.equal(
+        metricValue(metrics, "convergio_provider_attempts_total", {
+          provider: "rt-b",
+          outcome: "ok",
+        }),
+        1,
+      );
+    },
+  );
 });
 
 Deno.test("voice degraded (c): no voice provider → transcript-only, voice.transcript answered in text", async () => {
-  const gw = await startGateway(voiceConfig({
-    realtime: { "rt-a": { fail: "connect" }, "rt-b": { fail: "connect" } },
-  }));
-  let c: WsClient | undefined;
-  try {
-    const s = await connect(gw, await gw.token());
-    c = s.c;
-    c.send(voiceStart("v1"));
-    const degraded = await c.nextOf("voice.degraded", "v1");
-    assert.equal(degraded.mode, "transcript-only");
-    assert.match(degraded.reason, /voice\.transcript/);
-    assert.ok(!c.since().some((f) => f.type === "voice.ready"));
+  await withVoiceSocket(
+    voiceConfig({
+      realtime: { "rt-a": { fail: "connect" }, "rt-b": { fail: "connect" } },
+    }),
+    {},
+    async ({ gw, c, ready }) => {
+      c.send(voiceStart("v1"));
+      const degraded = await c.nextOf("voice.degraded", "v1");
+      assert.equal(degraded.mode, "transcript-only");
+      assert.match(degraded.reason, /voice\.transcript/);
+      assert.ok(!c.since().some((f) => f.type === "voice.ready"));
 
-    c.send({ type: "voice.transcript", request_id: "t1", text: "book a table for two" });
-    await c.nextOf("chat.complete", "t1");
-    assert.ok(c.since().some((f) => f.type === "chat.token" && f.request_id === "t1"));
+      c.send({ type: "voice.transcript", request_id: "t1", text: "book a table for two" });
+      await c.nextOf("chat.complete", "t1");
+      assert.ok(c.since().some((f) => f.type === "chat.token" && f.request_id === "t1"));
 
-    c.send({ type: "voice.stop", request_id: "v1" });
-    const complete = await c.nextOf("voice.complete", "v1");
-    assert.equal(complete.usage.audio_out_s, 0);
-    assert.equal(complete.usage.cost_usd, 0);
-    const event = await usageEvent(gw, s.ready.session_id, "v1");
-    assert.equal(event.provider, null);
+      const complete = await stopVoice(c, "v1");
+      assert.equal(complete.usage.audio_out_s, 0);
+      assert.equal(complete.usage.cost_usd, 0);
+      const event = await usageEvent(gw, ready.session_id, "v1");
+      assert.equal(event.provider, null);
 
-    const metrics = await (await fetch(`${gw.url}/metrics`)).text();
-    assert.equal(
-      metricValue(metrics, "convergio_provider_failovers_total", { provider: "rt-a" }),
-      1,
-    );
-  } finally {
-    await closeAll(gw, c);
-  }
+      const metrics = await metricsText(gw);
+      assert.equal(
+        metricValue(metrics, "convergio_provider_failovers_total", { provider: "rt-a" }),
+        1,
+      );
+    },
+  );
 });
 
 Deno.test("voice degraded (d): a mid-session failure fails over and the alternate takes the next turn", async () => {
-  const gw = await startGateway(voiceConfig({
-    realtime: { "rt-a": { fail: "midstream" }, "rt-b": {} },
-  }));
-  let c: WsClient | undefined;
-  try {
-    const s = await connect(gw, await gw.token());
-    c = s.c;
-    c.send(voiceStart("v1", { mode: "vad" }));
-    assert.equal((await c.nextOf("voice.ready", "v1")).provider, "rt-a");
-    const first = pcmChunks(60);
-    for (const b of first) c.send(chunk("v1", b));
-    const failover = await c.nextOf("voice.degraded", "v1");
-    assert.equal(failover.mode, "failover");
-    assert.match(failover.reason, /mid-session/);
-    const again = await c.nextOf("voice.ready", "v1");
-    assert.equal(again.provider, "rt-b");
-    const second = pcmChunks(60);
-    for (const b of second) c.send(chunk("v1", b));
-    const user = await c.next((f) => f.type === "voice.transcript" && f.role === "user");
-    assert.match(user.text, /^I heard 1\.0 seconds/);
-    await c.nextOf("voice.turn", "v1");
-    c.send({ type: "voice.stop", request_id: "v1" });
-    const complete = await c.nextOf("voice.complete", "v1");
-    assert.equal(
-      complete.usage.audio_in_s,
-      round3(pcmSeconds(first, 16_000) + pcmSeconds(second, 16_000)),
-    );
-    assert.equal((await usageEvent(gw, s.ready.session_id, "v1")).provider, "rt-b");
-  } finally {
-    await closeAll(gw, c);
-  }
+  await withVoiceSocket(
+    voiceConfig({
+      realtime: { "rt-a": { fail: "midstream" }, "rt-b": {} },
+    }),
+    {},
+    async ({ gw, c, ready }) => {
+      c.send(voiceStart("v1", { mode: "vad" }));
+      assert.equal((await c.nextOf("voice.ready", "v1")).provider, "rt-a");
+      const first = sendChunks(c, "v1", 60);
+      const failover = await c.nextOf("voice.degraded", "v1");
+      assert.equal(failover.mode, "failover");
+      assert.match(failover.reason, /mid-session/);
+      const again = await c.nextOf("voice.ready", "v1");
+      assert.equal(again.provider, "rt-b");
+      const second = sendChunks(c, "v1", 60);
+      const user = await c.next((f) => f.type === "voice.transcript" && f.role === "user");
+      assert.match(user.text, /^I heard 1\.0 seconds/);
+      await c.nextOf("voice.turn", "v1");
+      const complete = await stopVoice(c, "v1");
+      assert.equal(
+        complete.usage.audio_in_s,
+        round3(pcmSeconds(first, 16_000) + pcmSeconds(second, 16_000)),
+      );
+      assert.equal((await usageEvent(gw, ready.session_id, "v1")).provider, "rt-b");
+    },
+  );
 });
 
 Deno.test("voice degraded (d): a mid-session failure with no alternate → transcript-only", async () => {
-  const gw = await startGateway(voiceConfig({ realtime: { "rt-a": { fail: "midstream" } } }));
-  let c: WsClient | undefined;
-  try {
-    const s = await connect(gw, await gw.token());
-    c = s.c;
-    c.send(voiceStart("v1"));
-    await c.nextOf("voice.ready", "v1");
-    for (const b of pcmChunks(20)) c.send(chunk("v1", b));
-    c.send({ type: "voice.stop", request_id: "v1" });
-    assert.equal((await c.nextOf("voice.degraded", "v1")).mode, "failover");
-    assert.equal((await c.nextOf("voice.degraded", "v1")).mode, "transcript-only");
-    const complete = await c.nextOf("voice.complete", "v1");
-    assert.equal(complete.usage.audio_in_s, 0.4);
-    assert.ok(!c.since().some((f) => f.type === "voice.turn"));
-    c.send({ type: "voice.transcript", request_id: "t1", text: "say it in text then" });
-    await c.nextOf("chat.complete", "t1");
-    assert.equal((await usageEvent(gw, s.ready.session_id, "v1")).audio_seconds_in, 0.4);
-  } finally {
-    await closeAll(gw, c);
-  }
+  await withVoiceSocket(
+    voiceConfig({ realtime: { "rt-a": { fail: "midstream" } } }),
+    {},
+    async ({ gw, c, ready }) => {
+      await startVoice(c, "v1");
+      sendChunks(c, "v1", 20);
+      sendStop(c, "v1");
+      assert.equal((await c.nextOf("voice.degraded", "v1")).mode, "failover");
+      assert.equal((await c.nextOf("voice.degraded", "v1")).mode, "transcript-only");
+      const complete = await c.nextOf("voice.complete", "v1");
+      assert.equal(complete.usage.audio_in_s, 0.4);
+      assert.ok(!c.since().some((f) => f.type === "voice.turn"));
+      c.send({ type: "voice.transcript", request_id: "t1", text: "say it in text then" });
+      await c.nextOf("chat.complete", "t1");
+      assert.equal((await usageEvent(gw, ready.session_id, "v1")).audio_seconds_in, 0.4);
+    },
+  );
 });
 
 Deno.test("voice degraded (e): on the 3rd reconnect of one session the server advises text-only", async () => {
@@ -587,7 +495,7 @@ Deno.test("voice degraded (e): on the 3rd reconnect of one session the server ad
       }
       last = next.c;
     }
-    const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+    const metrics = await metricsText(gw);
     assert.equal(
       metricValue(metrics, "convergio_ws_reconnect_attempts_total", { kind: "voice" }),
       3,
@@ -603,17 +511,10 @@ Deno.test("voice degraded (e): on the 3rd reconnect of one session the server ad
 });
 
 Deno.test("voice metrics after traffic: connect time, sessions, audio seconds, ws-voice TTFT", async () => {
-  const gw = await startGateway(voiceConfig());
-  let c: WsClient | undefined;
-  try {
-    const s = await connect(gw, await gw.token());
-    c = s.c;
-    c.send(voiceStart("v1"));
-    await c.nextOf("voice.ready", "v1");
-    const chunks = pcmChunks(25);
-    for (const b of chunks) c.send(chunk("v1", b));
-    c.send({ type: "voice.stop", request_id: "v1" });
-    const complete = await c.nextOf("voice.complete", "v1");
+  await withVoiceSocket(voiceConfig(), {}, async ({ gw, c }) => {
+    await startVoice(c, "v1");
+    const chunks = sendChunks(c, "v1", 25);
+    const complete = await stopVoice(c, "v1");
 
     const res = await fetch(`${gw.url}/metrics`);
     assert.equal(res.status, 200);
@@ -640,17 +541,11 @@ Deno.test("voice metrics after traffic: connect time, sessions, audio seconds, w
       }),
       1,
     );
-  } finally {
-    await closeAll(gw, c);
-  }
+  });
 });
 
 Deno.test("voice invalid frames: each gets request.invalid and the socket stays usable", async () => {
-  const gw = await startGateway(voiceConfig());
-  let c: WsClient | undefined;
-  try {
-    const s = await connect(gw, await gw.token({ mode: "byok" }));
-    c = s.c;
+  await withVoiceSocket(voiceConfig(), { mode: "byok" }, async ({ gw, c, ready }) => {
     const expectInvalid = async (frame: unknown, requestId?: string, message?: RegExp) => {
       c!.send(frame as Record<string, unknown>);
       const err = await c!.next(
@@ -679,14 +574,13 @@ Deno.test("voice invalid frames: each gets request.invalid and the socket stays 
     // a lane the token is not for
     await expectInvalid(voiceStart("b7", { lane: "managed" }), "b7", /lane/);
     await eventually(
-      () => gw.events.find((e) => e.request_id === `${s.ready.session_id}:b7`),
+      () => gw.events.find((e) => e.request_id === `${ready.session_id}:b7`),
       5_000,
       "b7 metered",
     );
 
     // one voice request at a time
-    c.send(voiceStart("v1"));
-    await c.nextOf("voice.ready", "v1");
+    await startVoice(c, "v1");
     await expectInvalid(voiceStart("v2"), "v2", /already active/);
     // chunks for another request id, chunks that are not base64
     await expectInvalid(chunk("v2", pcmChunks(1)[0]), "v2");
@@ -695,21 +589,15 @@ Deno.test("voice invalid frames: each gets request.invalid and the socket stays 
     await expectInvalid({ type: "voice.transcript", request_id: "t1", text: "" }, "t1");
 
     // still usable: the active request runs to completion
-    const chunks = pcmChunks(5);
-    for (const b of chunks) c.send(chunk("v1", b));
-    c.send({ type: "voice.stop", request_id: "v1" });
-    const complete = await c.nextOf("voice.complete", "v1");
+    sendChunks(c, "v1", 5);
+    const complete = await stopVoice(c, "v1");
     assert.equal(complete.usage.audio_in_s, 0.1);
     assert.ok(!c.since().some((f) => f.type === "voice.ready" && f.request_id === "v2"));
     // and a new request can start after it
-    c.send(voiceStart("v3", { codec: "opus", sample_rate: 48_000 }));
-    await c.nextOf("voice.ready", "v3");
-    c.send({ type: "voice.stop", request_id: "v3" });
-    await c.nextOf("voice.complete", "v3");
+    await startVoice(c, "v3", { codec: "opus", sample_rate: 48_000 });
+    await stopVoice(c, "v3");
     assert.equal(c.socket.readyState, WebSocket.OPEN);
-  } finally {
-    await closeAll(gw, c);
-  }
+  });
 });
 
 Deno.test("voice socket: no token, a bad token or a foreign subprotocol is refused before upgrade", async () => {
@@ -747,109 +635,92 @@ Deno.test("voice socket: no token, a bad token or a foreign subprotocol is refus
 
 Deno.test("voice through the OpenAI Realtime wire: key from config, 16 kHz resampled to 24 kHz, mapped frames", async () => {
   const fake = new FakeRealtime({ apiKey: "sk-from-config" });
-  const gw = await startGateway(voiceConfig({
-    realtime: {
-      "rt-openai": { protocol: "realtime_openai", base_url: fake.url, api_key: "sk-from-config" },
-    },
-  }));
-  let c: WsClient | undefined;
+  const config = voiceConfig({ realtime: { "rt-openai": openaiProvider(fake) } });
   try {
-    const s = await connect(gw, await gw.token({ tenant: "acme", mode: "managed" }));
-    c = s.c;
-    c.send(voiceStart("v1"));
-    const ready = await c.nextOf("voice.ready", "v1");
-    assert.equal(ready.provider, "rt-openai");
-    assert.deepEqual(fake.upgrades, [{
-      auth: "Bearer sk-from-config",
-      beta: "realtime=v1",
-      model: "rt-openai-model",
-    }]);
-    const update = await fake.sent("session.update");
-    assert.equal((update.session as Record<string, unknown>).turn_detection, null);
+    await withVoiceSocket(
+      config,
+      { tenant: "acme", mode: "managed" },
+      async ({ gw, c, ready: session }) => {
+        const ready = await startVoice(c, "v1");
+        assert.equal(ready.provider, "rt-openai");
+        assert.deepEqual(fake.upgrades, [{
+          auth: "Bearer sk-from-config",
+          beta: "realtime=v1",
+          model: "rt-openai-model",
+        }]);
+        const update = await fake.sent("session.update");
+        assert.equal((update.session as Record<string, unknown>).turn_detection, null);
 
-    const chunks = pcmChunks(10); // 10 × 320 samples at 16 kHz
-    for (const b of chunks) c.send(chunk("v1", b));
-    c.send({ type: "voice.stop", request_id: "v1" });
-    const complete = await c.nextOf("voice.complete", "v1");
-    // the provider got 24 kHz: 480 samples per 20 ms chunk
-    assert.equal(fake.appended.length, 10);
-    assert.ok(fake.appended.every((a) => a.length === 960));
-    assert.equal(fake.count("input_audio_buffer.commit"), 1);
-    assert.equal(fake.count("response.create"), 1);
+        sendChunks(c, "v1", 10); // 10 × 320 samples at 16 kHz
+        const complete = await stopVoice(c, "v1");
+        // the provider got 24 kHz: 480 samples per 20 ms chunk
+        assert.equal(fake.appended.length, 10);
+        assert.ok(fake.appended.every((a) => a.length === 960));
+        assert.equal(fake.count("input_audio_buffer.commit"), 1);
+        assert.equal(fake.count("response.create"), 1);
 
-    const frames = c.since().filter((f) => f.request_id === "v1");
-    const transcripts = frames.filter((f) => f.type === "voice.transcript");
-    assert.deepEqual(transcripts.map((f) => [f.role, f.text]), [
-      ["user", "What is the weather?"],
-      ["assistant", "It is "],
-      ["assistant", "sunny."],
-    ]);
-    const audio = frames.filter((f) => f.type === "voice.audio");
-    assert.equal(audio.length, 2);
-    assert.deepEqual(fromBase64(audio[0].bytes_base64), fake.replyAudio);
-    assert.deepEqual(frames.find((f) => f.type === "voice.turn")?.usage, {
-      input_tokens: 42,
-      output_tokens: 15,
-    });
-    assert.equal(complete.usage.audio_in_s, 0.2);
-    assert.equal(complete.usage.audio_out_s, 0.2);
-    assert.equal(complete.usage.in_tokens, 42);
-    assert.equal(complete.usage.out_tokens, 15);
-    assert.equal(complete.usage.cost_usd, costOf(complete.usage));
-    const event = await usageEvent(gw, s.ready.session_id, "v1");
-    assert.equal(event.provider, "rt-openai");
-    assert.equal(event.cost_usd, complete.usage.cost_usd);
-    // the request's end closes the provider socket normally
-    await fake.until(() => fake.closes.length === 1, "provider socket closed");
-    assert.deepEqual(fake.closes, [1000]);
+        const frames = c.since().filter((f) => f.request_id === "v1");
+        const transcripts = frames.filter((f) => f.type === "voice.transcript");
+        assert.deepEqual(transcripts.map((f) => [f.role, f.text]), [
+          ["user", "What is the weather?"],
+          ["assistant", "It is "],
+          ["assistant", "sunny."],
+        ]);
+        const audio = frames.filter((f) => f.type === "voice.audio");
+        assert.equal(audio.length, 2);
+        assert.deepEqual(fromBase64(audio[0].bytes_base64), fake.replyAudio);
+        assert.deepEqual(frames.find((f) => f.type === "voice.turn")?.usage, {
+          input_tokens: 42,
+          output_tokens: 15,
+        });
+        assert.equal(complete.usage.audio_in_s, 0.2);
+        assert.equal(complete.usage.audio_out_s, 0.2);
+        assert.equal(complete.usage.in_tokens, 42);
+        assert.equal(complete.usage.out_tokens, 15);
+        assert.equal(complete.usage.cost_usd, costOf(complete.usage));
+        const event = await usageEvent(gw, session.session_id, "v1");
+        assert.equal(event.provider, "rt-openai");
+        assert.equal(event.cost_usd, complete.usage.cost_usd);
+        // the request's end closes the provider socket normally
+        await fake.until(() => fake.closes.length === 1, "provider socket closed");
+        assert.deepEqual(fake.closes, [1000]);
+      },
+    );
   } finally {
-    await closeAll(gw, c);
     await fake.close();
   }
 });
 
 Deno.test("voice through the OpenAI Realtime wire: BYOK uses the tenant's key; vad asks for server_vad", async () => {
   const fake = new FakeRealtime({ apiKey: "sk-tenant-own" });
-  const gw = await startGateway(voiceConfig({
-    realtime: {
-      "rt-openai": { protocol: "realtime_openai", base_url: fake.url, api_key: "sk-house" },
-    },
+  const config = voiceConfig({
+    realtime: { "rt-openai": openaiProvider(fake, "sk-house") },
     extra: { tenants: { acme: { byok_keys: { "rt-openai": "sk-tenant-own" } } } },
-  }));
-  let c: WsClient | undefined;
+  });
   try {
-    const s = await connect(gw, await gw.token({ tenant: "acme", mode: "byok" }));
-    c = s.c;
-    c.send(voiceStart("v1", { mode: "vad", sample_rate: 24_000 }));
-    await c.nextOf("voice.ready", "v1");
-    assert.equal(fake.upgrades[0].auth, "Bearer sk-tenant-own");
-    const update = await fake.sent("session.update");
-    assert.deepEqual((update.session as Record<string, unknown>).turn_detection, {
-      type: "server_vad",
+    await withVoiceSocket(config, { tenant: "acme", mode: "byok" }, async ({ c }) => {
+      await startVoice(c, "v1", { mode: "vad", sample_rate: 24_000 });
+      assert.equal(fake.upgrades[0].auth, "Bearer sk-tenant-own");
+      const update = await fake.sent("session.update");
+      assert.deepEqual((update.session as Record<string, unknown>).turn_detection, {
+        type: "server_vad",
+      });
+      const chunks = sendChunks(c, "v1", pcmChunks(3, 960));
+      await fake.until(() => fake.appended.length === 3, "appends");
+      // 24 kHz in, 24 kHz to the provider: passed through untouched
+      assert.deepEqual(fake.appended.map(toBase64), chunks);
+      const complete = await stopVoice(c, "v1");
+      assert.equal(complete.usage.audio_in_s, 0.06);
     });
-    const chunks = pcmChunks(3, 960);
-    for (const b of chunks) c.send(chunk("v1", b));
-    await fake.until(() => fake.appended.length === 3, "appends");
-    // 24 kHz in, 24 kHz to the provider: passed through untouched
-    assert.deepEqual(fake.appended.map(toBase64), chunks);
-    c.send({ type: "voice.stop", request_id: "v1" });
-    const complete = await c.nextOf("voice.complete", "v1");
-    assert.equal(complete.usage.audio_in_s, 0.06);
   } finally {
-    await closeAll(gw, c);
     await fake.close();
   }
 });
 
 Deno.test("voice.transcript may not reuse the active voice request's request_id; that request is still settled", async () => {
-  const gw = await startGateway(voiceConfig());
-  let c: WsClient | undefined;
-  try {
-    const s = await connect(gw, await gw.token());
-    c = s.c;
-    c.send(voiceStart("v1"));
-    await c.nextOf("voice.ready", "v1");
-    for (const b of pcmChunks(10)) c.send(chunk("v1", b));
+  await withVoiceSocket(voiceConfig(), {}, async ({ gw, c, ready }) => {
+    await startVoice(c, "v1");
+    sendChunks(c, "v1", 10);
     c.send({ type: "voice.transcript", request_id: "v1", text: "hello" });
     const answer = await c.next(
       (f) => f.request_id === "v1" && (f.type === "error" || f.type === "chat.complete"),
@@ -859,10 +730,9 @@ Deno.test("voice.transcript may not reuse the active voice request's request_id;
     assert.equal(answer.type, "error", "no chat may run under the voice request's id");
     assert.equal(answer.code, "request.invalid");
     await c.close(); // a clean goodbye ends the session and whatever is in flight
-    c = undefined;
     const events = await eventually(
       () => {
-        const mine = gw.events.filter((e) => e.request_id === `${s.ready.session_id}:v1`);
+        const mine = gw.events.filter((e) => e.request_id === `${ready.session_id}:v1`);
         return mine.length ? mine : undefined;
       },
       5_000,
@@ -873,20 +743,16 @@ Deno.test("voice.transcript may not reuse the active voice request's request_id;
     const voiceEvent = events[0];
     assert.equal(voiceEvent.model, VOICE_ALIAS);
     assert.equal(voiceEvent.audio_seconds_in, 0.2);
-  } finally {
-    await closeAll(gw, c);
-  }
+  });
 });
 
 Deno.test("voice.transcript obeys ws.max_inflight like chat.start", async () => {
   // a chat provider slow enough that the first request is still in flight
-  const gw = await startGateway(voiceConfig({
+  const config = voiceConfig({
     chat: { first_token_ms: 300 },
     extra: { ws: { max_inflight: 1 } },
-  }));
-  let c: WsClient | undefined;
-  try {
-    c = (await connect(gw, await gw.token())).c;
+  });
+  await withVoiceSocket(config, {}, async ({ c }) => {
     const client = c;
     const settled = (id: string) =>
       eventually(
@@ -910,7 +776,5 @@ Deno.test("voice.transcript obeys ws.max_inflight like chat.start", async () => 
     await settled("t2");
     assert.equal(firstOf("t2").type, "error", "voice.transcript ran past ws.max_inflight");
     assert.equal(firstOf("t2").code, "quota.exceeded");
-  } finally {
-    await closeAll(gw, c);
-  }
+  });
 });
