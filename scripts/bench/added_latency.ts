@@ -6,20 +6,16 @@
  *   deno task bench:latency [--requests 2000] [--warmup 200]
  */
 import { parseArgs } from "node:util";
-import { benchToken, percentiles, spawnGateway } from "./support.ts";
+import { benchToken, spawnGateway, timeSequential } from "./support.ts";
 import { startMockUpstream } from "./mock_upstream.ts";
 
-async function measure(url: string, headers: Record<string, string>, n: number, warmup: number) {
+function measure(url: string, headers: Record<string, string>, n: number, warmup: number) {
   const body = JSON.stringify({ model: "bench", messages: [{ role: "user", content: "hello" }] });
-  const samples: number[] = [];
-  for (let i = 0; i < warmup + n; i++) {
-    const t0 = performance.now();
+  return timeSequential(n, warmup, async () => {
     const res = await fetch(url, { method: "POST", headers, body });
     await res.arrayBuffer();
     if (!res.ok) throw new Error(`${url} answered ${res.status}`);
-    if (i >= warmup) samples.push(performance.now() - t0);
-  }
-  return percentiles(samples);
+  });
 }
 
 export async function run(args: string[]): Promise<string> {

@@ -15,7 +15,7 @@ import { createRuntime, type Runtime } from "../../src/compose.ts";
 import { buildConfigSchema } from "../../src/config.ts";
 import { RequestRecord } from "../../src/obs/request_record.ts";
 import { startBridge } from "../redis-rest-bridge.ts";
-import { percentiles } from "./support.ts";
+import { timeSequential } from "./support.ts";
 
 const principal: Principal = {
   user_id: "bench",
@@ -24,16 +24,6 @@ const principal: Principal = {
   mode: "managed",
 };
 const request = { model: "bench", messages: [{ role: "user" as const, content: "hello" }] };
-
-async function time(n: number, warmup: number, fn: () => Promise<unknown>) {
-  const samples: number[] = [];
-  for (let i = 0; i < warmup + n; i++) {
-    const t0 = performance.now();
-    await fn();
-    if (i >= warmup) samples.push(performance.now() - t0);
-  }
-  return percentiles(samples);
-}
 
 export async function run(args: string[]): Promise<string> {
   const { values } = parseArgs({
@@ -92,7 +82,7 @@ export async function run(args: string[]): Promise<string> {
       transport: "http" as const,
     });
 
-    const none = await time(n, warmup, () =>
+    const none = await timeSequential(n, warmup, () =>
       memory.router.complete({
         alias: "bench",
         model: config.models.bench,
@@ -101,8 +91,8 @@ export async function run(args: string[]): Promise<string> {
         tenantId: "bench",
         signal,
       }));
-    const mem = await time(n, warmup, () => chatMemory.complete(call()));
-    const red = await time(n, warmup, () => chatRedis.complete(call()));
+    const mem = await timeSequential(n, warmup, () => chatMemory.complete(call()));
+    const red = await timeSequential(n, warmup, () => chatRedis.complete(call()));
     await redis.guard.idle();
 
     // Round trips on the hot path: admission alone, settlement counted apart.

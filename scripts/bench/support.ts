@@ -22,6 +22,21 @@ export function percentiles(samples: number[]): Percentiles {
   };
 }
 
+/** Runs `fn` `warmup + n` times in sequence and returns percentiles of the last `n`, in ms. */
+export async function timeSequential(
+  n: number,
+  warmup: number,
+  fn: () => Promise<unknown>,
+): Promise<Percentiles> {
+  const samples: number[] = [];
+  for (let i = 0; i < warmup + n; i++) {
+    const t0 = performance.now();
+    await fn();
+    if (i >= warmup) samples.push(performance.now() - t0);
+  }
+  return percentiles(samples);
+}
+
 export interface GatewayProcess {
   url: string;
   pid: number;

@@ -1,28 +1,14 @@
 import assert from "node:assert/strict";
-import { freshPostgres } from "../support/db.ts";
-import { startGateway, testConfig, type TestGateway } from "../support/gateway.ts";
+import { type TestGateway, withFullGateway } from "../support/gateway.ts";
 
 const SECRET = "admin-ledger-metering-secret";
 const A = "tenant-a";
 const B = "tenant-b";
 
-async function withGateway(fn: (gw: TestGateway) => Promise<void>) {
-  const dataDir = await Deno.makeTempDir({ prefix: "cvg-admin-ledger-" });
-  const pg = await freshPostgres();
-  let gw: TestGateway | undefined;
-  try {
-    gw = await startGateway(testConfig({
-      role: "all",
-      data_dir: dataDir,
-      database_url: pg.url,
-      metering: { secret: SECRET, shutdown_flush_ms: 2_000 },
-    }));
-    await fn(gw);
-  } finally {
-    await gw?.close();
-    await pg.drop();
-    await Deno.remove(dataDir, { recursive: true });
-  }
+function withGateway(fn: (gw: TestGateway) => Promise<void>) {
+  return withFullGateway({
+    metering: { secret: SECRET, shutdown_flush_ms: 2_000 },
+  }, fn);
 }
 
 async function call(

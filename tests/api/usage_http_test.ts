@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import type { Sql } from "../../src/db/client.ts";
 import { signBody } from "../../src/metering/signature.ts";
-import { type DbKind, freshPostgres } from "../support/db.ts";
-import { startGateway, testConfig, type TestGateway } from "../support/gateway.ts";
+import type { DbKind } from "../support/db.ts";
+import { type TestGateway, withFullGateway } from "../support/gateway.ts";
 
 const SECRET = "usage-http-metering-secret";
 const A = "tenant-a";
@@ -11,15 +11,9 @@ const DAILY_BUDGET = 10;
 const MONTHLY_BUDGET = 200;
 
 /** A full gateway (edge + aggregator in one process) on a fresh ledger of the given kind. */
-async function withGateway(kind: DbKind, fn: (gw: TestGateway) => Promise<void>) {
-  const dataDir = await Deno.makeTempDir({ prefix: "cvg-usage-" });
-  const pg = kind === "postgres" ? await freshPostgres() : undefined;
-  let gw: TestGateway | undefined;
-  try {
-    gw = await startGateway(testConfig({
-      role: "all",
-      data_dir: dataDir,
-      ...(pg ? { database_url: pg.url } : {}),
+function withGateway(kind: DbKind, fn: (gw: TestGateway) => Promise<void>) {
+  return withFullGateway(
+    {
       metering: { secret: SECRET, shutdown_flush_ms: 2_000 },
       models: {
         "convergio-demo": {
@@ -34,13 +28,10 @@ async function withGateway(kind: DbKind, fn: (gw: TestGateway) => Promise<void>)
         monthly_budget_usd: MONTHLY_BUDGET,
       },
       tenants: { [B]: { limits: { rpm: 2 } } },
-    }));
-    await fn(gw);
-  } finally {
-    await gw?.close();
-    await pg?.drop();
-    await Deno.remove(dataDir, { recursive: true });
-  }
+    },
+    fn,
+    kind,
+  );
 }
 
 function post(gw: TestGateway, path: string, token: string, body: unknown, requestId: string) {

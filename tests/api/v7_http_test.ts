@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
-import { freshPostgres } from "../support/db.ts";
-import { readSse, startGateway, testConfig } from "../support/gateway.ts";
+import { readSse, startGateway, testConfig, withFullGateway } from "../support/gateway.ts";
 
 const json = (body: unknown, token?: string, headers: Record<string, string> = {}) => ({
   method: "POST",
@@ -190,15 +189,7 @@ Deno.test("missing or bad tokens get 401 auth.invalid on every protected route",
 });
 
 Deno.test("API key login, /v1/me, and logout revoking the token", async () => {
-  const pg = await freshPostgres();
-  const dataDir = await Deno.makeTempDir();
-  const gw = await startGateway(testConfig({
-    role: "all",
-    database_url: pg.url,
-    data_dir: dataDir,
-    metering: { secret: "test-metering-secret" },
-  }));
-  try {
+  await withFullGateway({}, async (gw) => {
     const admin = await gw.token({ tenant: "platform", user: "ops", roles: ["admin"] });
     const created = await fetch(
       `${gw.url}/admin/api-keys`,
@@ -244,11 +235,7 @@ Deno.test("API key login, /v1/me, and logout revoking the token", async () => {
     assert.equal(after.status, 401);
     assert.match((await after.json()).error.message, /revoked/);
     assert.ok(!JSON.stringify(gw.logs).includes(key), "the API key must never be logged");
-  } finally {
-    await gw.close();
-    await pg.drop();
-    await Deno.remove(dataDir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("one JSON log line per request with the spec's fields, and no secrets", async () => {

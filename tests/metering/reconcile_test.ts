@@ -4,36 +4,22 @@ import { periodsAt, type SpendScope } from "../../src/budget/store.ts";
 import { systemClock } from "../../src/clock.ts";
 import { createReconciler } from "../../src/metering/reconcile.ts";
 import { createLogger } from "../../src/obs/log.ts";
-import { freshPostgres } from "../support/db.ts";
-import { startGateway, testConfig, type TestGateway } from "../support/gateway.ts";
+import { startGateway, testConfig, type TestGateway, withFullGateway } from "../support/gateway.ts";
 
 const SECRET = "reconcile-test-metering-secret";
 
-async function withGateway(fn: (gw: TestGateway) => Promise<void>) {
-  const dataDir = await Deno.makeTempDir({ prefix: "cvg-reconcile-" });
-  const pg = await freshPostgres();
-  let gw: TestGateway | undefined;
-  try {
-    gw = await startGateway(testConfig({
-      role: "all",
-      data_dir: dataDir,
-      database_url: pg.url,
-      metering: { secret: SECRET, shutdown_flush_ms: 2_000 },
-      // Whole micro-dollars per token, so the store and the ledger agree to the unit.
-      models: {
-        "convergio-demo": {
-          deployments: [{ provider: "demo", model: "demo-large" }],
-          price: { input_per_1m: 1000, output_per_1m: 3000 },
-        },
+function withGateway(fn: (gw: TestGateway) => Promise<void>) {
+  return withFullGateway({
+    metering: { secret: SECRET, shutdown_flush_ms: 2_000 },
+    // Whole micro-dollars per token, so the store and the ledger agree to the unit.
+    models: {
+      "convergio-demo": {
+        deployments: [{ provider: "demo", model: "demo-large" }],
+        price: { input_per_1m: 1000, output_per_1m: 3000 },
       },
-      tenant_defaults: { rpm: 100, tpm: 1_000_000, daily_budget_usd: 50, monthly_budget_usd: 500 },
-    }));
-    await fn(gw);
-  } finally {
-    await gw?.close();
-    await pg.drop();
-    await Deno.remove(dataDir, { recursive: true });
-  }
+    },
+    tenant_defaults: { rpm: 100, tpm: 1_000_000, daily_budget_usd: 50, monthly_budget_usd: 500 },
+  }, fn);
 }
 
 async function chat(gw: TestGateway, tenant: string, mode: "managed" | "byok", prompt: string) {

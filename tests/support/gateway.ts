@@ -1,6 +1,7 @@
 import type { AppDeps } from "../../src/app.ts";
 import { createRuntime, type Runtime, type RuntimeOverrides } from "../../src/compose.ts";
 import { buildConfigSchema, type Config, type Env } from "../../src/config.ts";
+import { type DbKind, freshPostgres } from "./db.ts";
 import type { UsageEvent } from "../../src/metering/usage_event.ts";
 
 /**
@@ -92,4 +93,37 @@ export async function readSse(res: Response): Promise<Array<{ event?: string; da
     }
     return out;
   });
+}
+
+/**
+ * Runs `fn` against a full gateway (edge and aggregator in one process) on a
+ * fresh ledger: a new database on the real Postgres, or embedded PGlite. The
+ * gateway, database and data folder are removed afterwards.
+ */
+export async function withFullGateway(
+  raw: Record<string, unknown>,
+  fn: (gw: TestGateway) => Promise<void>,
+  kind: DbKind = "postgres",
+): Promise<void> {
+  const dataDir = await Deno.makeTempDir({ prefix: "cvg-full-" });
+  const pg = kind === "postgres" ? await freshPostgres() : undefined;
+  let gw: TestGateway | undefined;
+  try {
+    gw = await startGateway(testConfig({
+      role: "all",
+      data_dir: dataDir,
+      ...(pg ? { database_url: pg.url } : {}),
+      ...raw,
+      metering: {
+        secret: "test-metering-secret",
+        shutdown_flush_ms: 2_000,
+        ...raw.metering as object,
+      },
+    }));
+    await fn(gw);
+  } finally {
+    await gw?.close();
+    await pg?.drop();
+    await Deno.remove(dataDir, { recursive: true });
+  }
 }
