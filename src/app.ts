@@ -1,6 +1,14 @@
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import { adminBudgetRoutes } from "./api/admin_budget.ts";
+import { adminApiKeysRoutes } from "./api/admin_api_keys.ts";
+import { adminControlRoutes } from "./api/admin_control.ts";
+import { adminTenantsRoutes } from "./api/admin_tenants.ts";
+import { internalControlRoutes } from "./api/internal_control.ts";
+import { pluginRoutes } from "./api/plugins.ts";
+import type { AuditEntry } from "./control/audit.ts";
+import { type DbHealth, isConnectionError, readOnlyError } from "./control/db_health.ts";
+import type { ControlStore } from "./control/store.ts";
+import type { ControlView } from "./control/view.ts";
 import { adminLedgerRoutes } from "./api/admin_ledger.ts";
 import { forwardToAggregator } from "./api/aggregator_proxy.ts";
 import { loginRoutes, sessionRoutes } from "./api/auth_routes.ts";
@@ -46,6 +54,10 @@ export interface EdgeDeps {
   sessions: SessionRegistry;
   /** Realtime (voice) adapters by provider name. */
   realtime: Record<string, RealtimeAdapter>;
+  /** Flags, mitigations and admin-managed settings, as last polled. */
+  control: ControlView;
+  /** Sends an audit entry to the aggregator's log. */
+  audit: (entry: AuditEntry) => void;
 }
 
 /** What the central aggregator needs. */
@@ -54,6 +66,9 @@ export interface AggregatorDeps {
   apiKeys: ApiKeyStore;
   meteringSecret: string;
   pseudonymKey: string;
+  control: ControlStore;
+  /** Read-only mode while the database is down. */
+  health: DbHealth;
 }
 
 /** Everything the app needs, injected so tests build the real app with fakes. */
@@ -145,7 +160,13 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route("/admin", adminSloRoutes(slo));
 
   if (edge) {
-    const chat = createChatService({ ...deps, router: edge.router, guard: edge.guard });
+    const chat = createChatService({
+      ...deps,
+      router: edge.router,
+      guard: edge.guard,
+      control: edge.control,
+      audit: edge.audit,
+    });
     const defaultModel = config.default_model ?? Object.keys(config.models)[0];
     app.route("/v1", sessionRoutes({ ...deps, guard: edge.guard, requireAuth }));
     // Chat requests produce a usage event even when refused after auth.
@@ -160,7 +181,6 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     const socketDeps = { ...deps, ...edge, chat, defaultModel, report };
     app.route("/v1", chatSocketRoutes(socketDeps));
     app.route("/v1", voiceSocketRoutes(socketDeps));
-    app.route("/admin", adminBudgetRoutes({ ...deps, store: edge.store }));
   }
 
   if (aggregator) {
@@ -168,14 +188,35 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     app.use("/v1/usage/*", requireAuth);
     app.route("/v1/usage", usageRoutes({ ...deps, sql: aggregator.sql }));
     app.route("/admin", adminLedgerRoutes({ ...deps, ...aggregator }));
+    const controlDeps = { ...deps, ...aggregator };
+    app.route("/admin", adminControlRoutes(controlDeps));
+    app.route("/admin", adminTenantsRoutes(controlDeps));
+    app.route("/admin", adminApiKeysRoutes(controlDeps));
+    const plugins = pluginRoutes(controlDeps);
+    app.use("/v1/plugins", requireAuth);
+    app.use("/v1/plugins/*", requireAuth);
+    app.route("/v1", plugins.v1);
+    app.route("/admin/plugins", plugins.admin);
     app.route(
       "/internal",
-      internalMeteringRoutes({ ...deps, sql: aggregator.sql, secret: aggregator.meteringSecret }),
+      internalControlRoutes({ ...controlDeps, secret: aggregator.meteringSecret }),
+    );
+    app.route(
+      "/internal",
+      internalMeteringRoutes({
+        ...deps,
+        sql: aggregator.sql,
+        secret: aggregator.meteringSecret,
+        health: aggregator.health,
+      }),
     );
   } else {
     const forward = forwardToAggregator(config.metering.aggregator_url!);
     app.post("/v1/auth/login", forward);
     app.all("/v1/usage/*", forward);
+    app.all("/v1/plugins", forward);
+    app.all("/v1/plugins/*", forward);
+    app.all("/admin/*", forward);
   }
 
   app.notFound((c) => {
@@ -185,7 +226,11 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   });
 
   app.onError((err, c) => {
-    const error = toGatewayError(err);
+    let error = toGatewayError(err);
+    if (aggregator && isConnectionError(err)) {
+      aggregator.health.markDown(err);
+      error = readOnlyError("the ledger database is unreachable; try again shortly");
+    }
     const requestId = c.var.requestId ?? "unknown";
     c.var.record.fields.error_code = error.code;
     if (error.code === "internal" && !(err instanceof GatewayError)) {

@@ -21,6 +21,7 @@ import { applyRetention } from "./metering/gdpr.ts";
 import { createReconciler } from "./metering/reconcile.ts";
 import { Spool } from "./metering/spool.ts";
 import type { UsageEvent } from "./metering/usage_event.ts";
+import { signBody } from "./metering/signature.ts";
 import { createLogger, createStdoutSink, type LogSink } from "./obs/log.ts";
 import { createMetrics } from "./obs/metrics.ts";
 import { SloEngine } from "./obs/slo.ts";
@@ -30,6 +31,12 @@ import { defaultTracer } from "./obs/tracing.ts";
 import { ProxyTracerProvider, type Tracer } from "@opentelemetry/api";
 import { Gauge } from "prom-client";
 import { buildAdapters } from "./providers/registry.ts";
+import { createAutopilot } from "./control/autopilot.ts";
+import { DbHealth } from "./control/db_health.ts";
+import type { ControlSnapshot } from "./control/snapshot.ts";
+import { createControlStore } from "./control/store.ts";
+import { type ControlSync, createControlSync } from "./control/sync.ts";
+import { ControlView } from "./control/view.ts";
 import { createRouter } from "./providers/router.ts";
 import type { ProviderAdapter } from "./providers/types.ts";
 
@@ -43,6 +50,8 @@ export interface RuntimeOverrides {
   tracer?: Tracer;
   /** Takes usage events instead of the batcher (edge tests without an aggregator). */
   meter?: (event: UsageEvent) => void;
+  /** A fixed control snapshot instead of polling the aggregator (edge tests without one). */
+  control?: ControlSnapshot;
 }
 
 export interface Runtime {
@@ -52,6 +61,9 @@ export interface Runtime {
   batcher?: ReturnType<typeof createBatcher>;
   reconcile?: () => Promise<number>;
   db?: Database;
+  /** The edge's control-plane poller, when it has an aggregator to poll. */
+  controlSync?: ControlSync;
+  autopilot?: ReturnType<typeof createAutopilot>;
   /** Graceful stop: flush metering, settle budgets, stop timers, close the database. */
   close(): Promise<void>;
 }
@@ -99,6 +111,7 @@ export async function createRuntime(
     "metering-secret",
   );
   const timers: Array<ReturnType<typeof setInterval>> = [];
+  const edgeId = crypto.randomUUID();
   const closers: Array<() => Promise<void>> = [];
 
   let aggregator: AggregatorDeps | undefined;
@@ -106,11 +119,26 @@ export async function createRuntime(
   if (config.role !== "edge") {
     db = await openDatabase(config.database_url?.reveal(), `${config.data_dir}`);
     await migrate(db.sql);
+    const health = new DbHealth({
+      sql: db.sql,
+      log,
+      metrics,
+      probeMs: config.control.db_probe_ms,
+    });
+    closers.push(() => Promise.resolve(health.close()));
     aggregator = {
       sql: db.sql,
       apiKeys: createApiKeyStore(db.sql),
       meteringSecret,
       pseudonymKey: `${meteringSecret}:pseudonym`,
+      health,
+      control: createControlStore({
+        sql: db.sql,
+        clock,
+        log,
+        health,
+        cacheMs: config.control.snapshot_cache_ms,
+      }),
     };
     const sql = db.sql;
     const retention = () =>
@@ -132,13 +160,16 @@ export async function createRuntime(
   let edge: EdgeDeps | undefined;
   let batcher: ReturnType<typeof createBatcher> | undefined;
   let reconcile: (() => Promise<number>) | undefined;
+  let controlSync: ControlSync | undefined;
+  let autopilot: ReturnType<typeof createAutopilot> | undefined;
   if (config.role !== "aggregator") {
+    const control = new ControlView(config, overrides.control);
     const store = overrides.store ??
       (config.guardrails.store === "redis"
         ? RedisBudgetStore.fromConfig(config.guardrails.redis)
         : new MemoryBudgetStore(clock));
     const alerts = createAlertWebhook({ url: config.guardrails.alert_webhook_url, log, metrics });
-    const guard = createGuard({ config, store, clock, log, metrics, alerts });
+    const guard = createGuard({ config, store, clock, log, metrics, alerts, control });
     registerSpendGauges(metrics.registry, store, config.guardrails.global_daily_cap_usd, clock);
     let meter = overrides.meter;
     if (!meter) {
@@ -153,7 +184,7 @@ export async function createRuntime(
       batcher = createBatcher({
         aggregatorUrl,
         secret: meteringSecret,
-        edgeId: crypto.randomUUID(),
+        edgeId,
         batchSize: m.batch_size,
         flushIntervalMs: m.flush_interval_ms,
         retryBaseMs: m.retry_base_ms,
@@ -187,6 +218,27 @@ export async function createRuntime(
       queueMicrotask(run);
       closers.push(async () => void await inFlight);
     }
+    const isolated = overrides.control || overrides.meter;
+    if (!isolated) {
+      const sync = controlSync = createControlSync({
+        aggregatorUrl,
+        secret: meteringSecret,
+        view: control,
+        store,
+        clock,
+        log,
+        metrics,
+        fetch: toAggregator,
+      });
+      let polling: Promise<unknown> = Promise.resolve();
+      timers.push(setInterval(() => (polling = sync.refresh()), config.control.poll_interval_ms));
+      closers.push(async () => {
+        await polling;
+        await sync.flushAudit();
+      });
+      // In one process, an admin change reaches this edge at once.
+      aggregator?.control.onChange(() => sync.refresh());
+    }
     const sessions = new SessionRegistry({
       replayFrames: config.ws.replay_frames,
       maxBufferedBytes: config.ws.max_buffered_bytes,
@@ -204,14 +256,71 @@ export async function createRuntime(
     // Sessions end first: their in-flight requests settle before the guard drains.
     closers.unshift(() => sessions.endAll());
     closers.push(() => guard.idle());
+    const router = createRouter({
+      config,
+      adapters: { ...buildAdapters(config), ...overrides.adapters },
+      clock,
+    });
+    if (controlSync) {
+      const sync = controlSync;
+      autopilot = createAutopilot({
+        config: config.control.autopilot,
+        view: control,
+        clock,
+        log,
+        metrics,
+        store,
+        globalDailyCapUsd: config.guardrails.global_daily_cap_usd,
+        providerCounts: () => {
+          const byProvider: Record<string, { bad: number; total: number }> = {};
+          for (const [key, c] of Object.entries(router.counters())) {
+            const p = byProvider[key.split("/")[0]] ??= { bad: 0, total: 0 };
+            p.bad += c.errors;
+            p.total += c.attempts;
+          }
+          return byProvider;
+        },
+        voiceCounts: async () => {
+          const sum = async (
+            m: {
+              get(): Promise<{ values: Array<{ value: number; labels: Record<string, unknown> }> }>;
+            },
+          ) =>
+            (await m.get()).values.filter((v) => v.labels.kind === "voice")
+              .reduce((n, v) => n + v.value, 0);
+          return { bad: await sum(metrics.wsDropouts), total: await sum(metrics.wsSessions) };
+        },
+        send: async (action) => {
+          const body = JSON.stringify({ edge_id: edgeId, ...action });
+          const req = new Request(
+            `${aggregatorUrl.replace(/\/+$/, "")}/internal/control/autopilot`,
+            {
+              method: "POST",
+              body,
+              headers: {
+                "content-type": "application/json",
+                "x-convergio-signature": await signBody(meteringSecret, body, clock.now()),
+              },
+            },
+          );
+          const res = await (toAggregator ?? fetch)(req);
+          if (!res.ok) throw new Error(`autopilot answered ${res.status}: ${await res.text()}`);
+          await res.body?.cancel();
+          await sync.refresh();
+        },
+      });
+      const pilot = autopilot;
+      const c = config.control.autopilot;
+      if (c.provider_failover.enabled || c.spend_downgrade.enabled || c.voice_text.enabled) {
+        timers.push(setInterval(() => void pilot.tick(), c.interval_ms));
+      }
+    }
     edge = {
+      control,
+      audit: controlSync ? controlSync.audit : (entry) => log.warn("audit (no aggregator)", entry),
       sessions,
       realtime: buildRealtimeAdapters(config),
-      router: createRouter({
-        config,
-        adapters: { ...buildAdapters(config), ...overrides.adapters },
-        clock,
-      }),
+      router,
       guard,
       store,
       meter,
@@ -231,12 +340,16 @@ export async function createRuntime(
     aggregator,
   };
   const app = self.app = createApp(deps);
+  // Never throws: without an aggregator the edge starts on config alone and keeps polling.
+  await controlSync?.refresh();
   return {
     deps,
     app,
     batcher,
     reconcile,
     db,
+    controlSync,
+    autopilot,
     async close() {
       for (const t of timers) clearInterval(t);
       for (const close of closers) await close();

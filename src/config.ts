@@ -51,7 +51,19 @@ const planFields = {
   user_monthly_budget_usd: usd,
 };
 /** Plans and tenant overrides name only what they change: no defaults here. */
-const planOverride = z.strictObject(planFields).partial();
+export const PlanOverrideSchema = z.strictObject(planFields).partial();
+export type PlanOverride = z.infer<typeof PlanOverrideSchema>;
+
+export const PriceSchema = z.strictObject({
+  input_per_1m: z.number().nonnegative(),
+  output_per_1m: z.number().nonnegative(),
+});
+export const DeploymentSchema = z.strictObject({
+  provider: z.string().min(1),
+  model: z.string().min(1),
+  /** What this deployment costs the house, for cheapest routing; the alias price when unset. */
+  cost: PriceSchema.optional(),
+});
 const planLimits = z.strictObject({
   ...planFields,
   rpm: positiveInt.default(600),
@@ -111,12 +123,8 @@ export function buildConfigSchema(env: Env) {
   ]);
 
   const modelAlias = z.strictObject({
-    deployments: z.array(z.strictObject({ provider: z.string().min(1), model: z.string().min(1) }))
-      .min(1),
-    price: z.strictObject({
-      input_per_1m: z.number().nonnegative(),
-      output_per_1m: z.number().nonnegative(),
-    }),
+    deployments: z.array(DeploymentSchema).min(1),
+    price: PriceSchema,
     /** Output cap used when a request sets no `max_tokens`. */
     max_output_tokens: positiveInt.default(4096),
   });
@@ -184,18 +192,16 @@ export function buildConfigSchema(env: Env) {
     models: z.record(z.string().min(1), modelAlias),
     /** Limits of tenants with no plan; named plans and tenant overrides start from these. */
     tenant_defaults: planLimits.prefault({}),
-    plans: z.record(z.string().min(1), planOverride).default({}),
+    plans: z.record(z.string().min(1), PlanOverrideSchema).default({}),
     tenants: z.record(
       z.string().min(1),
       z.strictObject({
         byok_keys: z.record(z.string().min(1), secret).default({}),
         plan: z.string().min(1).optional(),
         /** Per-tenant overrides of the plan's limits. */
-        limits: planOverride.default({}),
+        limits: PlanOverrideSchema.default({}),
         /** Cheaper alias served once spend passes 90% of a budget. */
         downgrade_model: z.string().min(1).optional(),
-        /** Voice for this tenant: on, text-only (voice sockets answer in text), or off. */
-        voice: z.enum(["on", "text-only", "off"]).default("on"),
       }),
     ).default({}),
     voice: z.strictObject({
@@ -234,6 +240,38 @@ export function buildConfigSchema(env: Env) {
         window_days: positiveInt.max(90).default(30),
         budget_alert_per_day: z.number().gt(0).lte(1).default(0.25),
         alert_min_events: positiveInt.default(100),
+      }).prefault({}),
+    }).prefault({}),
+    control: z.strictObject({
+      /** How often an edge polls the control snapshot (ETag: unchanged costs a 304). */
+      poll_interval_ms: positiveInt.default(2_000),
+      /** How long the aggregator serves a built snapshot before reading the tables again. */
+      snapshot_cache_ms: positiveInt.default(1_000),
+      /** How often a down database is probed, to leave read-only mode by itself. */
+      db_probe_ms: positiveInt.default(2_000),
+      /** Runbook detectors that apply their mitigation unattended; each off by default. */
+      autopilot: z.strictObject({
+        interval_ms: positiveInt.default(10_000),
+        /** RB-1: a provider's attempt error ratio over the window → avoid_provider. */
+        provider_failover: z.strictObject({
+          enabled: z.boolean().default(false),
+          threshold: z.number().gt(0).lt(1).default(0.02),
+          window_ms: positiveInt.default(300_000),
+          min_events: positiveInt.default(20),
+        }).prefault({}),
+        /** RB-3: managed spend over this fraction of the global daily cap → enforce_downgrade. */
+        spend_downgrade: z.strictObject({
+          enabled: z.boolean().default(false),
+          threshold: z.number().gt(0).lt(1).default(0.8),
+          clear_below: z.number().gt(0).lt(1).default(0.7),
+        }).prefault({}),
+        /** RB-4: abnormal voice closes over the window → voice_text. */
+        voice_text: z.strictObject({
+          enabled: z.boolean().default(false),
+          threshold: z.number().gt(0).lt(1).default(0.05),
+          window_ms: positiveInt.default(600_000),
+          min_events: positiveInt.default(20),
+        }).prefault({}),
       }).prefault({}),
     }).prefault({}),
     guardrails: z.strictObject({

@@ -17,6 +17,9 @@ export const ERROR_CODES = {
   "internal": { status: 500, retryable: true, openaiType: "api_error" },
   "stream.slow_consumer": { status: 429, retryable: true, openaiType: "rate_limit_error" },
   "session.expired": { status: 410, retryable: false, openaiType: "invalid_request_error" },
+  "tool.denied": { status: 403, retryable: false, openaiType: "permission_error" },
+  /** The ledger database is unreachable or under the read_only mitigation; retry later. */
+  "db.read_only": { status: 503, retryable: true, openaiType: "api_error" },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -1,46 +1,22 @@
 import { Hono } from "hono";
-import { z } from "zod";
-import type { ApiKeyStore } from "../auth/api_keys.ts";
 import { scopedTenant } from "../auth/tenant_scope.ts";
-import { ModeSchema, ROLE_NAMES } from "../config.ts";
 import type { Sql } from "../db/client.ts";
 import { GatewayError } from "../errors.ts";
 import type { Logger } from "../obs/log.ts";
 import { exportEvents, pseudonymiseUser } from "../metering/gdpr.ts";
-import { parseBody } from "./body.ts";
 import type { AppEnv } from "./context.ts";
 
 export interface AdminLedgerDeps {
   sql: Sql;
-  apiKeys: ApiKeyStore;
   /** Key of the pseudonym hash; stable so that a user's totals still add up. */
   pseudonymKey: string;
   log: Logger;
 }
 
-const NewKeySchema = z.strictObject({
-  tenant_id: z.string().min(1),
-  user_id: z.string().min(1),
-  roles: z.array(z.enum(ROLE_NAMES)).min(1).default(["user"]),
-  mode: ModeSchema.default("byok"),
-});
-
-/** Ledger administration: API keys, user deletion (pseudonymisation), GDPR export. */
+/** Ledger administration: user deletion (pseudonymisation) and GDPR export. */
 export function adminLedgerRoutes(deps: AdminLedgerDeps) {
-  const { sql, apiKeys, pseudonymKey, log } = deps;
+  const { sql, pseudonymKey, log } = deps;
   const app = new Hono<AppEnv>();
-
-  app.post("/api-keys", async (c) => {
-    const body = await parseBody(c, NewKeySchema);
-    const p = c.var.principal;
-    scopedTenant(p, body.tenant_id);
-    if (body.roles.includes("admin") && !p.roles.includes("admin")) {
-      throw new GatewayError("auth.forbidden", "only platform admins can grant the admin role");
-    }
-    const { id, key } = await apiKeys.create(body);
-    log.warn("api key created", { key_id: id, tenant_id: body.tenant_id, by: p.user_id });
-    return c.json({ id, api_key: key, ...body, request_id: c.var.requestId }, 201);
-  });
 
   app.delete("/tenants/:tenant/users/:user", async (c) => {
     const tenant = c.req.param("tenant");

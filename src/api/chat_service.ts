@@ -12,6 +12,10 @@ import type { ChatRequest } from "../providers/chat_schema.ts";
 import type { Routed, RoutedStream, RouteParams, Router } from "../providers/router.ts";
 import { estimatePromptTokens, estimateTokens } from "../providers/token_estimate.ts";
 import type { ChatResult, ProviderEvent, TokenUsage } from "../providers/types.ts";
+import type { AuditEntry } from "../control/audit.ts";
+import { routePolicy } from "../control/route_policy.ts";
+import { policeRequestTools, policeToolCall, ToolDenied } from "../control/tool_policy.ts";
+import type { ControlView } from "../control/view.ts";
 
 /** The usage summary every response carries, in the contract's field names. */
 export interface UsageSummary {
@@ -57,6 +61,9 @@ export interface ChatServiceDeps {
   metrics: Metrics;
   tracer: Tracer;
   clock: Clock;
+  control: ControlView;
+  /** Records a tool denial in the audit log (through the aggregator on an edge). */
+  audit: (entry: AuditEntry) => void;
 }
 
 /** Response headers for an admission: rate limits, and the downgrade notice. */
@@ -77,7 +84,31 @@ const GUARDRAIL_OF: Partial<Record<string, string>> = {
  * routing, usage accounting, and the spans and metrics of each step.
  */
 export function createChatService(deps: ChatServiceDeps) {
-  const { config, router, guard, metrics, tracer, clock } = deps;
+  const { config, router, guard, metrics, tracer, clock, control } = deps;
+
+  /** Every refused tool is counted and audited, whichever way it went. */
+  function denied(call: ChatCall, err: ToolDenied): ToolDenied {
+    metrics.toolDenials.inc({ direction: err.direction });
+    deps.audit({
+      actor: call.principal.user_id,
+      actor_tenant: call.principal.tenant_id,
+      action: "tool.denied",
+      target: `tenant:${call.principal.tenant_id}`,
+      before: null,
+      after: { tool: err.tool, direction: err.direction, model: call.request.model },
+      request_id: call.record.fields.request_id ?? null,
+      reason: err.message,
+    });
+    return err;
+  }
+
+  const checkToolCall = (call: ChatCall, request: ChatRequest, name: string) => {
+    try {
+      policeToolCall(control, call.principal.tenant_id, request, name);
+    } catch (err) {
+      throw err instanceof ToolDenied ? denied(call, err) : err;
+    }
+  };
 
   function resolve(alias: string): ModelConfig {
     const model = config.models[alias];
@@ -146,6 +177,18 @@ export function createChatService(deps: ChatServiceDeps) {
   /** Resolves the alias and passes the guard; the admission must be settled once. */
   async function admit(call: ChatCall): Promise<{ admission: Admission; params: RouteParams }> {
     resolve(call.request.model);
+    const tenant = call.principal.tenant_id;
+    let request: ChatRequest;
+    try {
+      request = policeRequestTools(control, tenant, call.request);
+    } catch (err) {
+      throw err instanceof ToolDenied ? denied(call, err) : err;
+    }
+    // RB-2's lower_model: every chat alias is served on the smaller one.
+    const lowered = control.mitigation("lower_model")?.params.to as string | undefined;
+    const asked = lowered && lowered !== request.model && config.models[lowered]
+      ? lowered
+      : request.model;
     const root = trace.getSpan(call.trace);
     root?.setAttributes({
       tenant_id: call.principal.tenant_id,
@@ -159,7 +202,8 @@ export function createChatService(deps: ChatServiceDeps) {
       { tenant_id: call.principal.tenant_id, "convergio.lane": call.principal.mode },
       async (span) => {
         try {
-          const a = await guard.admit(call.principal, call.request, call.request.model);
+          const a = await guard.admit(call.principal, request, asked);
+          if (asked !== request.model) a.downgradedFrom ??= request.model;
           if (a.downgradedFrom) {
             call.record.fields.guardrail = "downgrade";
             span.setAttribute("convergio.guardrail", "downgrade");
@@ -177,10 +221,11 @@ export function createChatService(deps: ChatServiceDeps) {
       params: {
         alias: admission.alias,
         model: resolve(admission.alias),
-        request: { ...call.request, model: admission.alias },
+        request: { ...request, model: admission.alias },
         mode: call.principal.mode,
-        tenantId: call.principal.tenant_id,
+        tenantId: tenant,
         signal: call.signal,
+        policy: routePolicy(control, tenant),
       },
     };
   }
@@ -241,6 +286,7 @@ export function createChatService(deps: ChatServiceDeps) {
       throw err;
     }
     const usage = summarize(call, admission, routed.result.usage, routed.result.tool_calls.length);
+    for (const t of routed.result.tool_calls) checkToolCall(call, params.request, t.function.name);
     return { ...routed, alias: admission.alias, headers: servedHeaders(admission), usage };
   }
 
@@ -268,6 +314,7 @@ export function createChatService(deps: ChatServiceDeps) {
       try {
         for await (const ev of routed.events) {
           if (ev.type === "done") model = ev.model;
+          if (ev.type === "tool_call" && ev.name) checkToolCall(call, params.request, ev.name);
           yield ev;
         }
       } catch (err) {

@@ -9,6 +9,7 @@ import { managedSpend } from "../metering/ledger.ts";
 import { verifyBody } from "../metering/signature.ts";
 import { BatchSchema } from "../metering/usage_event.ts";
 import type { AppEnv } from "./context.ts";
+import type { DbHealth } from "../control/db_health.ts";
 
 export interface InternalMeteringDeps {
   sql: Sql;
@@ -16,11 +17,12 @@ export interface InternalMeteringDeps {
   secret: string;
   clock: Clock;
   log: Logger;
+  health: DbHealth;
 }
 
 /** Service-to-service routes: edges deliver batches and read rollups, HMAC-signed. */
 export function internalMeteringRoutes(deps: InternalMeteringDeps) {
-  const { sql, secret, clock, log, metrics } = deps;
+  const { sql, secret, clock, log, metrics, health } = deps;
   const app = new Hono<AppEnv>();
 
   const requireSignature = async (payload: string, header: string | undefined) => {
@@ -48,7 +50,11 @@ export function internalMeteringRoutes(deps: InternalMeteringDeps) {
       );
     }
     try {
-      const result = await ingestBatch(sql, batch.data.batch_id, batch.data.events);
+      // Read-only mode answers 503 db.read_only at once; the edge keeps the batch spooled.
+      const result = await health.run(
+        "ingest",
+        () => ingestBatch(sql, batch.data.batch_id, batch.data.events),
+      );
       if (result.rejected.length) {
         log.error("metering: invalid events kept aside", {
           batch_id: result.batch_id,
@@ -58,6 +64,7 @@ export function internalMeteringRoutes(deps: InternalMeteringDeps) {
       }
       return c.json(result);
     } catch (err) {
+      if (err instanceof GatewayError) throw err;
       metrics.dbErrors.inc({ op: "ingest" });
       log.error("metering: ledger write failed", { error: (err as Error).message });
       throw new GatewayError("internal", "ledger unavailable; retry the batch", {

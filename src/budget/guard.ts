@@ -8,6 +8,7 @@ import type { ChatRequest } from "../providers/chat_schema.ts";
 import { estimatePromptTokens } from "../providers/token_estimate.ts";
 import type { TokenUsage } from "../providers/types.ts";
 import type { AlertWebhook } from "./alert_webhook.ts";
+import { ControlView } from "../control/view.ts";
 import { downgradeModel, tenantLimits } from "./limits.ts";
 import {
   type AdmitResult,
@@ -27,6 +28,8 @@ export interface GuardDeps {
   log: Logger;
   metrics: Metrics;
   alerts: AlertWebhook;
+  /** Flags and mitigations: shadow metering, enforced downgrade, the new-tenant block. */
+  control?: ControlView;
 }
 
 /** What admission decided for one request. */
@@ -74,6 +77,16 @@ export function rateHeaders(rate: RateState): Record<string, string> {
  */
 export function createGuard(deps: GuardDeps) {
   const { config, store, clock, log, metrics, alerts } = deps;
+  const control = deps.control ?? new ControlView(config);
+
+  /** RB-3: tenants created since the block began (or unknown to config and admin API). */
+  function blockedAsNew(tenant: string): boolean {
+    const block = control.mitigation("block_new_managed_tenants");
+    if (!block) return false;
+    const created = control.createdAt(tenant);
+    if (created !== undefined) return created >= Date.parse(block.since);
+    return !control.isKnownTenant(tenant);
+  }
   const pending = new Set<Promise<void>>();
 
   function track(p: Promise<void>) {
@@ -107,8 +120,19 @@ export function createGuard(deps: GuardDeps) {
     const prompt = estimatePromptTokens(request);
     const maxOut = request.max_completion_tokens ?? request.max_tokens ?? model.max_output_tokens;
     const managed = p.mode === "managed";
+    if (managed && blockedAsNew(p.tenant_id)) {
+      metrics.guardrailActions.inc({ action: "block_new_tenant", lane: "managed" });
+      throw new GatewayError(
+        "feature.disabled",
+        "the managed lane is closed to new tenants for now; BYOK requests still work",
+      );
+    }
     const downAlias = downgradeModel(config, p.tenant_id);
     const down = downAlias && downAlias !== alias ? config.models[downAlias] : undefined;
+    // Shadow metering counts and reserves spend but never blocks or downgrades.
+    const shadow = managed && control.flag("metering_mode", p.tenant_id) === "shadow";
+    const forceDown = managed && !!down && !!control.mitigation("enforce_downgrade");
+    const budget = (usd: number) => (shadow ? 0 : usdToMicro(usd));
     const worst = (m: ModelConfig) =>
       costMicro(m.price, prompt, Math.min(maxOut, m.max_output_tokens));
     const reserveTokens = prompt + maxOut;
@@ -130,13 +154,13 @@ export function createGuard(deps: GuardDeps) {
         spend: managed
           ? {
             budgets: {
-              tenant_day: usdToMicro(limits.daily_budget_usd),
-              tenant_month: usdToMicro(limits.monthly_budget_usd),
-              user_day: usdToMicro(limits.user_daily_budget_usd ?? 0),
-              user_month: usdToMicro(limits.user_monthly_budget_usd ?? 0),
-              global_day: usdToMicro(config.guardrails.global_daily_cap_usd),
+              tenant_day: budget(limits.daily_budget_usd),
+              tenant_month: budget(limits.monthly_budget_usd),
+              user_day: budget(limits.user_daily_budget_usd ?? 0),
+              user_month: budget(limits.user_monthly_budget_usd ?? 0),
+              global_day: budget(config.guardrails.global_daily_cap_usd),
             },
-            reserve: worst(model),
+            reserve: forceDown ? worst(down!) : worst(model),
             reserve_downgraded: down ? worst(down) : 0,
           }
           : undefined,
@@ -204,8 +228,8 @@ export function createGuard(deps: GuardDeps) {
         at: new Date(clock.now()).toISOString(),
       });
     }
-    const served = result.downgraded && downAlias ? downAlias : alias;
-    if (result.downgraded) {
+    const served = (forceDown || result.downgraded) && downAlias ? downAlias : alias;
+    if (forceDown || result.downgraded) {
       metrics.guardrailActions.inc({ action: "downgrade", lane });
       log.info("budget downgrade", { tenant_id: p.tenant_id, from: alias, to: served });
     }

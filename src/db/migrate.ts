@@ -1,7 +1,10 @@
 import type { Sql } from "./client.ts";
 
 /** Versioned migrations, applied in order; a file is never edited once released. */
-const MIGRATIONS = [{ version: 1, file: "001_ledger.sql" }];
+const MIGRATIONS = [
+  { version: 1, file: "001_ledger.sql" },
+  { version: 2, file: "002_control.sql" },
+];
 
 /** Arbitrary but fixed: every aggregator replica takes the same lock. */
 const LOCK_KEY = 7_204_331;

@@ -1,6 +1,9 @@
 import { encodeHex } from "../auth/hex.ts";
 import type { Sql } from "../db/client.ts";
 
+/** Usage-event retention of consumers and schools (and tenants with no row). */
+export const NON_BUSINESS_RETENTION_MONTHS = 24;
+
 /**
  * Retention: deletes usage events older than the tenant type's window, 24
  * months for consumers and schools, the tenant's own (or the default) for
@@ -12,8 +15,8 @@ export async function applyRetention(sql: Sql, businessMonths: number): Promise<
     DELETE FROM usage_events e
     WHERE e.occurred_at < now() - make_interval(months => coalesce(
       (SELECT CASE WHEN t.type = 'business' THEN coalesce(t.retention_months, ${businessMonths})
-              ELSE 24 END
-       FROM tenants t WHERE t.id = e.tenant_id), 24))`;
+              ELSE ${NON_BUSINESS_RETENTION_MONTHS}::int END
+       FROM tenants t WHERE t.id = e.tenant_id), ${NON_BUSINESS_RETENTION_MONTHS}::int))`;
   return deleted.count;
 }
 

@@ -231,6 +231,24 @@ export function createMetrics(
       labelNames: ["op"] as const,
       registers: [registry],
     }),
+    controlSyncs: new Counter({
+      name: "convergio_control_syncs_total",
+      help: "Edge polls of the control snapshot, by outcome (updated, not_modified, error).",
+      labelNames: ["outcome"] as const,
+      registers: [registry],
+    }),
+    mitigationChanges: new Counter({
+      name: "convergio_mitigation_changes_total",
+      help: "Runbook mitigations applied or reverted, by name, action and actor kind.",
+      labelNames: ["mitigation", "action", "actor"] as const,
+      registers: [registry],
+    }),
+    toolDenials: new Counter({
+      name: "convergio_tool_denials_total",
+      help: "Tools refused by a tenant's allow-list or plugin permissions, by direction.",
+      labelNames: ["direction"] as const,
+      registers: [registry],
+    }),
     budgetFraction: new Gauge({
       name: "convergio_budget_fraction_used",
       help:

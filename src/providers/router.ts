@@ -6,6 +6,7 @@ import type { Secret } from "../secret.ts";
 import { CircuitBreaker } from "./breaker.ts";
 import type { ChatRequest } from "./chat_schema.ts";
 import { sleep } from "./sleep.ts";
+import type { RoutePolicy } from "../control/route_policy.ts";
 import {
   type ChatResult,
   type ProviderAdapter,
@@ -29,6 +30,8 @@ export interface RouteParams {
   tenantId: string;
   /** Aborts when the client goes away. */
   signal: AbortSignal;
+  /** Deployment order from the routing flag and mitigations; priority when absent. */
+  policy?: RoutePolicy;
 }
 
 export interface Routed {
@@ -101,10 +104,35 @@ export function createRouter(deps: RouterDeps) {
     return c;
   };
 
+  /** The alias's deployments in the order the policy asks for (a stable sort keeps priority ties). */
+  function ordered(p: RouteParams): ModelConfig["deployments"] {
+    const policy = p.policy;
+    let list = p.model.deployments;
+    if (!policy) return list;
+    if (policy.force) {
+      const forced = list.filter((d) => d.provider === policy.force);
+      if (forced.length) list = forced;
+    }
+    if (policy.order === "cheapest") {
+      const cost = (d: (typeof list)[number]) => {
+        const price = d.cost ?? p.model.price;
+        return price.input_per_1m + price.output_per_1m;
+      };
+      list = [...list].sort((a, b) => cost(a) - cost(b));
+    }
+    if (policy.avoid) {
+      list = [
+        ...list.filter((d) => d.provider !== policy.avoid),
+        ...list.filter((d) => d.provider === policy.avoid),
+      ];
+    }
+    return list;
+  }
+
   function targets(p: RouteParams): Target[] {
     const byok = config.tenants[p.tenantId]?.byok_keys ?? {};
     const out: Target[] = [];
-    for (const d of p.model.deployments) {
+    for (const d of ordered(p)) {
       const adapter = adapters[d.provider];
       const provider = config.providers[d.provider];
       const apiKey = p.mode === "byok"

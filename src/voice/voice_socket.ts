@@ -1,3 +1,4 @@
+import type { ControlView } from "../control/view.ts";
 import { Hono } from "hono";
 import type { AppEnv } from "../api/context.ts";
 import type { Admission, Guard } from "../budget/guard.ts";
@@ -14,6 +15,8 @@ import type { RealtimeAdapter, RealtimeSession } from "./types.ts";
 
 export interface VoiceSocketDeps extends ChatSocketDeps {
   guard: Guard;
+  /** voice_mode flag and the RB-4 mitigations. */
+  control: ControlView;
   realtime: Record<string, RealtimeAdapter>;
 }
 
@@ -119,7 +122,8 @@ class VoiceRequest {
           model: d.model,
           codec: this.frame.codec,
           sampleRate: adapter.inputRate ?? this.frame.sample_rate,
-          vad: this.frame.mode === "vad",
+          // RB-4's push_to_talk: no server turn detection; the client's voice.stop ends a turn.
+          vad: this.frame.mode === "vad" && !this.deps.control.mitigation("push_to_talk"),
           apiKey: this.#apiKey(d.provider),
           signal: this.ac.signal,
         });
@@ -375,18 +379,26 @@ export function voiceSocketRoutes(deps: VoiceSocketDeps) {
               return problem("that request_id was already used in this session");
             }
             session.usedRequestIds.add(frame.request_id);
-            const mode = deps.config.tenants[session.principal.tenant_id]?.voice ?? "on";
+            const mode = deps.control.flag("voice_mode", session.principal.tenant_id);
             if (mode === "off") {
               return problem("voice is disabled for this tenant", "feature.disabled");
             }
-            if (mode === "text-only") {
+            if (mode === "text-only" || deps.control.mitigation("voice_text")) {
               session.send({
                 type: "voice.degraded",
                 request_id: frame.request_id,
                 mode: "text-only",
-                reason: "voice is text-only for this tenant; send voice.transcript or chat.start",
+                reason: "voice answers in text for now; send voice.transcript or chat.start",
               });
               return;
+            }
+            if (frame.mode === "vad" && deps.control.mitigation("push_to_talk")) {
+              session.send({
+                type: "voice.degraded",
+                request_id: frame.request_id,
+                mode: "push-to-talk",
+                reason: "turn detection is off for now; send voice.stop to end each turn",
+              });
             }
             const req = new VoiceRequest(deps, session, frame);
             active.set(session, req);

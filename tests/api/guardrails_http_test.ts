@@ -1,22 +1,27 @@
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { periodsAt } from "../../src/budget/store.ts";
-import { readSse, startGateway, testConfig, type TestGateway } from "../support/gateway.ts";
+import {
+  readSse,
+  startGateway,
+  testConfig,
+  type TestGateway,
+  withFullGateway,
+} from "../support/gateway.ts";
 
 const price = { input_per_1m: 1000, output_per_1m: 1000 };
-const config = (raw: Record<string, unknown> = {}) =>
-  testConfig({
-    models: {
-      "convergio-demo": { deployments: [{ provider: "demo", model: "big" }], price },
-      "convergio-mini": {
-        deployments: [{ provider: "demo", model: "mini" }],
-        price: { input_per_1m: 1, output_per_1m: 1 },
-      },
+const rawConfig = {
+  models: {
+    "convergio-demo": { deployments: [{ provider: "demo", model: "big" }], price },
+    "convergio-mini": {
+      deployments: [{ provider: "demo", model: "mini" }],
+      price: { input_per_1m: 1, output_per_1m: 1 },
     },
-    tenant_defaults: { rpm: 100, tpm: 1_000_000, daily_budget_usd: 100, monthly_budget_usd: 1000 },
-    tenants: { acme: { downgrade_model: "convergio-mini" } },
-    ...raw,
-  });
+  },
+  tenant_defaults: { rpm: 100, tpm: 1_000_000, daily_budget_usd: 100, monthly_budget_usd: 1000 },
+  tenants: { acme: { downgrade_model: "convergio-mini" } },
+};
+const config = (raw: Record<string, unknown> = {}) => testConfig({ ...rawConfig, ...raw });
 
 function post(gw: TestGateway, path: string, token: string, body: unknown) {
   return fetch(`${gw.url}${path}`, {
@@ -159,9 +164,8 @@ Deno.test("/v1/me reports limits and budget state", async () => {
   }
 });
 
-Deno.test("admin budget override: admin only, time-limited with a reason, lifts the block", async () => {
-  const gw = await startGateway(config());
-  try {
+Deno.test("admin budget override: admin only, time-limited with a reason, audited, lifts the block", async () => {
+  await withFullGateway(rawConfig, async (gw) => {
     await gw.deps.edge!.store.setSpend(tenantDay(), 120_000_000);
     const path = "/admin/tenants/acme/budget-override";
     const user = await gw.token({ tenant: "acme" });
@@ -220,10 +224,17 @@ Deno.test("admin budget override: admin only, time-limited with a reason, lifts 
     const blocked = await post(gw, "/v1/chat", managed, { prompt: "hi" });
     assert.equal(blocked.status, 402);
     await blocked.body?.cancel();
-    assert.ok(gw.logs.some((l) => l.msg === "budget override set" && l.by === "ops"));
-  } finally {
-    await gw.close();
-  }
+    const audit = await fetch(`${gw.url}/admin/audit?action=budget_override`, {
+      headers: auth(admin),
+    });
+    const entries = (await audit.json()).entries;
+    assert.deepEqual(entries.map((e: { action: string }) => e.action), [
+      "budget_override.clear",
+      "budget_override.set",
+    ]);
+    assert.equal(entries[1].actor, "ops");
+    assert.equal(entries[1].reason, "exam week");
+  });
 });
 
 Deno.test("/metrics exposes the guardrail counters in Prometheus text", async () => {

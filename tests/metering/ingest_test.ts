@@ -383,12 +383,15 @@ for (const kind of DB_KINDS) {
     });
   });
 
-  Deno.test(`${kind}: migrate() is idempotent and records version 1`, async () => {
+  Deno.test(`${kind}: migrate() is idempotent and records every version`, async () => {
     await withDatabase(kind, async ({ sql }) => {
       assert.deepEqual(await migrate(sql), []);
       assert.deepEqual(await migrate(sql), []);
       const rows = await sql`SELECT version, file FROM schema_migrations ORDER BY version`;
-      assert.deepEqual(rows.map((r) => ({ ...r })), [{ version: 1, file: "001_ledger.sql" }]);
+      assert.deepEqual(rows.map((r) => ({ ...r })), [
+        { version: 1, file: "001_ledger.sql" },
+        { version: 2, file: "002_control.sql" },
+      ]);
     });
   });
 }
@@ -403,10 +406,10 @@ Deno.test("postgres: a fresh database migrates once; two concurrent migrate() ca
     const errors = settled.flatMap((s) => s.status === "rejected" ? [String(s.reason)] : []);
     assert.deepEqual(errors, [], "both succeed");
     const results = settled.map((s) => (s as PromiseFulfilledResult<number[]>).value);
-    assert.deepEqual(results.flat(), [1], "exactly one of them applied version 1");
+    assert.deepEqual(results.flat(), [1, 2], "exactly one of them applied the migrations");
     assert.ok(results.some((r) => r.length === 0));
-    const rows = await a`SELECT version FROM schema_migrations`;
-    assert.deepEqual(rows.map((r) => r.version), [1]);
+    const rows = await a`SELECT version FROM schema_migrations ORDER BY version`;
+    assert.deepEqual(rows.map((r) => r.version), [1, 2]);
     const [t] = await b`SELECT count(*)::int AS n FROM information_schema.tables
       WHERE table_schema = 'public' AND table_name LIKE 'usage_%'`;
     assert.equal(t.n, 4);

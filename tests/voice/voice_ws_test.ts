@@ -1,3 +1,4 @@
+import { snapshot } from "../support/control.ts";
 import assert from "node:assert/strict";
 import { periodsAt } from "../../src/budget/store.ts";
 import { startGateway, type TestGateway } from "../support/gateway.ts";
@@ -292,9 +293,18 @@ Deno.test("voice rpm limit: the next voice.start gets quota.exceeded", async () 
 });
 
 Deno.test("voice degraded (a): a text-only tenant is told so and answered in text; an off tenant is refused", async () => {
-  const gw = await startGateway(voiceConfig({
-    extra: { tenants: { acme: { voice: "text-only" }, mute: { voice: "off" } } },
-  }));
+  const gw = await startGateway(voiceConfig(), {
+    control: snapshot({
+      flags: {
+        voice_mode: {
+          default: "on",
+          overrides: { acme: "text-only", mute: "off" },
+          canary: null,
+          killed: false,
+        },
+      },
+    }),
+  });
   let c: WsClient | undefined;
   let off: WsClient | undefined;
   try {
