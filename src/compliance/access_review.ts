@@ -43,7 +43,6 @@ export interface AccessReview {
 /** An active key unused for longer than this is flagged for revocation. */
 const STALE_AFTER_MS = 90 * 86_400_000;
 
-
 type Section = "admins" | "api_keys" | "budgets" | "retention";
 type Row = Record<string, string>;
 

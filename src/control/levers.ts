@@ -112,7 +112,7 @@ export function rollbackLastFlagChange(
   who: Actor,
   reason: string | null,
 ): Promise<{ flag: FlagName; state: FlagState; undid: number }> {
-  return control.change(who, { action: "flag.rollback", target: "flag:*", reason }, async (tx) => {
+  return control.change(who, { action: "flag.rollback", target: "flag", reason }, async (tx) => {
     const [last] = await tx<{ id: string; target: string; before: unknown }[]>`
       SELECT id, target, before FROM audit_log WHERE action LIKE 'flag.%'
       ORDER BY id DESC LIMIT 1`;
@@ -126,8 +126,9 @@ export function rollbackLastFlagChange(
       : checkFlag(name, FlagStateSchema.parse(last.before), config);
     await writeFlag(tx, name, restored);
     return {
-      before: { flag: name, state: current },
-      after: { flag: name, state: restored, undid: Number(last.id) },
+      target: `flag:${name}`,
+      before: current,
+      after: restored,
       result: { flag: name, state: restored, undid: Number(last.id) },
     };
   });

@@ -20,6 +20,8 @@ export interface Change<T> {
   before: unknown;
   after: unknown;
   result: T;
+  /** The target, when only the change itself finds out what it acts on. */
+  target?: string;
 }
 
 export interface ControlStoreDeps {
@@ -141,7 +143,7 @@ export function createControlStore(deps: ControlStoreDeps) {
         const entry: AuditEntry = {
           ...who,
           action: what.action,
-          target: what.target,
+          target: c.target ?? what.target,
           reason: what.reason ?? null,
           before: c.before ?? null,
           after: c.after ?? null,
