@@ -7,6 +7,7 @@ import { type Config, DeploymentSchema, PlanOverrideSchema, PriceSchema } from "
 import type { Sql } from "../db/client.ts";
 import {
   ModelOverrideSchema,
+  TenantPatchSchema,
   type TenantSettings,
   TenantSettingsSchema,
 } from "../control/snapshot.ts";
@@ -22,7 +23,7 @@ export interface AdminTenantsDeps {
   clock: Clock;
 }
 
-const TenantPutSchema = TenantSettingsSchema.partial().extend({ reason: Reason });
+const TenantPutSchema = TenantPatchSchema.extend({ reason: Reason });
 
 const notFound = (what: string) =>
   new GatewayError("request.invalid", `${what} not found`, { status: 404 });

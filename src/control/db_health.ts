@@ -79,6 +79,8 @@ export class DbHealth {
     try {
       await this.deps.sql`SELECT 1`;
     } catch {
+      // Counted, so the RB-5 alert keeps firing while writes are refused unattempted.
+      this.deps.metrics.dbErrors.inc({ op: "probe" });
       return;
     }
     if (!this.#down) return;

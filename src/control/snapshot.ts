@@ -5,17 +5,28 @@ import { MitigationNameSchema, MitigationStateSchema } from "./mitigations.ts";
 
 export const TenantTypeSchema = z.enum(["consumer", "school", "business"]);
 
+const tenantFields = {
+  type: TenantTypeSchema,
+  plan: z.string().min(1).nullable(),
+  limits: PlanOverrideSchema,
+  downgrade_model: z.string().min(1).nullable(),
+  /** Usage-event retention of a business tenant, in months. */
+  retention_months: z.number().int().min(24).max(84).nullable(),
+  /** Tool names the tenant may use; null: no allow-list. */
+  tools: z.array(z.string().min(1)).nullable(),
+};
+
 /** A tenant as the admin API manages it; config's byok keys stay in config. */
 export const TenantSettingsSchema = z.strictObject({
-  type: TenantTypeSchema.default("consumer"),
-  plan: z.string().min(1).nullable().default(null),
-  limits: PlanOverrideSchema.default({}),
-  downgrade_model: z.string().min(1).nullable().default(null),
-  /** Usage-event retention of a business tenant, in months. */
-  retention_months: z.number().int().min(24).max(84).nullable().default(null),
-  /** Tool names the tenant may use; null: no allow-list. */
-  tools: z.array(z.string().min(1)).nullable().default(null),
+  type: tenantFields.type.default("consumer"),
+  plan: tenantFields.plan.default(null),
+  limits: tenantFields.limits.default({}),
+  downgrade_model: tenantFields.downgrade_model.default(null),
+  retention_months: tenantFields.retention_months.default(null),
+  tools: tenantFields.tools.default(null),
 });
+/** A change to a tenant: only the fields it names (no defaults, so nothing else is reset). */
+export const TenantPatchSchema = z.strictObject(tenantFields).partial();
 export type TenantSettings = z.infer<typeof TenantSettingsSchema>;
 
 export const ModelOverrideSchema = z.strictObject({

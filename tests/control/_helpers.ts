@@ -33,8 +33,9 @@ export async function counted<L extends string>(
   labels: Partial<Record<L, string>>,
 ): Promise<number> {
   const { values } = await counter.get();
-  return values.filter((v) => Object.entries(labels).every(([k, want]) => v.labels[k] === want))
-    .reduce((n, v) => n + v.value, 0);
+  const has = (got: Record<string, unknown>) =>
+    Object.entries(labels).every(([k, want]) => got[k] === want);
+  return values.filter((v) => has(v.labels)).reduce((n, v) => n + v.value, 0);
 }
 
 /** A tenant as the admin API stores it; `created_at` defaults to a fixed instant. */
