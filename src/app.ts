@@ -9,6 +9,8 @@ import type { AuditEntry } from "./control/audit.ts";
 import { type DbHealth, isConnectionError, readOnlyError } from "./control/db_health.ts";
 import type { ControlStore } from "./control/store.ts";
 import type { ControlView } from "./control/view.ts";
+import type { KeyStore } from "./keys/keystore.ts";
+import { adminByokRoutes } from "./api/admin_byok.ts";
 import { adminLedgerRoutes } from "./api/admin_ledger.ts";
 import { forwardToAggregator } from "./api/aggregator_proxy.ts";
 import { loginRoutes, sessionRoutes } from "./api/auth_routes.ts";
@@ -69,6 +71,8 @@ export interface AggregatorDeps {
   control: ControlStore;
   /** Read-only mode while the database is down. */
   health: DbHealth;
+  /** Where tenants' provider keys go. */
+  keys: KeyStore;
 }
 
 /** Everything the app needs, injected so tests build the real app with fakes. */
@@ -192,6 +196,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     app.route("/admin", adminControlRoutes(controlDeps));
     app.route("/admin", adminTenantsRoutes(controlDeps));
     app.route("/admin", adminApiKeysRoutes(controlDeps));
+    app.route("/admin", adminByokRoutes(controlDeps));
     const plugins = pluginRoutes(controlDeps);
     app.use("/v1/plugins", requireAuth);
     app.use("/v1/plugins/*", requireAuth);

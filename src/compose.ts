@@ -37,6 +37,7 @@ import type { ControlSnapshot } from "./control/snapshot.ts";
 import { createControlStore } from "./control/store.ts";
 import { type ControlSync, createControlSync } from "./control/sync.ts";
 import { ControlView } from "./control/view.ts";
+import { keyStoreFromConfig } from "./keys/from_config.ts";
 import { createRouter } from "./providers/router.ts";
 import type { ProviderAdapter } from "./providers/types.ts";
 
@@ -112,6 +113,7 @@ export async function createRuntime(
   );
   const timers: Array<ReturnType<typeof setInterval>> = [];
   const edgeId = crypto.randomUUID();
+  const keys = keyStoreFromConfig(config);
   const closers: Array<() => Promise<void>> = [];
 
   let aggregator: AggregatorDeps | undefined;
@@ -132,6 +134,7 @@ export async function createRuntime(
       meteringSecret,
       pseudonymKey: `${meteringSecret}:pseudonym`,
       health,
+      keys,
       control: createControlStore({
         sql: db.sql,
         clock,
@@ -229,6 +232,7 @@ export async function createRuntime(
         log,
         metrics,
         fetch: toAggregator,
+        keys,
       });
       let polling: Promise<unknown> = Promise.resolve();
       timers.push(setInterval(() => (polling = sync.refresh()), config.control.poll_interval_ms));

@@ -242,6 +242,31 @@ export function buildConfigSchema(env: Env) {
         alert_min_events: positiveInt.default(100),
       }).prefault({}),
     }).prefault({}),
+    /** Where tenants' own provider keys (BYOK) set through the admin API are kept. */
+    byok: z.strictObject({
+      /** `local`: envelope-encrypted in the ledger database; `azure_key_vault`: secrets in a vault. */
+      store: z.enum(["local", "azure_key_vault"]).default("local"),
+      /** `v1:<base64url 32 bytes>,v2:…`; generated under data_dir when unset (one process only). */
+      master_keys: secret.optional(),
+      azure: z.strictObject({
+        vault_url: z.url(),
+        auth: z.enum(["managed_identity", "client_credentials"]).default("managed_identity"),
+        tenant_id: z.string().min(1).optional(),
+        client_id: z.string().min(1).optional(),
+        client_secret: secret.optional(),
+        authority_url: z.url().default("https://login.microsoftonline.com"),
+        imds_url: z.url().default("http://169.254.169.254/metadata/identity/oauth2/token"),
+        api_version: z.string().default("7.4"),
+      }).refine(
+        (a) => a.auth !== "client_credentials" || (a.tenant_id && a.client_id && a.client_secret),
+        {
+          message: "client_credentials needs tenant_id, client_id and client_secret",
+        },
+      ).optional(),
+    }).refine((b) => b.store !== "azure_key_vault" || b.azure, {
+      message: "byok.azure is required when byok.store is azure_key_vault",
+      path: ["azure"],
+    }).prefault({}),
     control: z.strictObject({
       /** How often an edge polls the control snapshot (ETag: unchanged costs a 304). */
       poll_interval_ms: positiveInt.default(2_000),
@@ -454,6 +479,13 @@ const ENV_FIELDS: Array<[string, string[], (v: string) => unknown]> = [
   ["REDIS_REST_TOKEN", ["guardrails", "redis", "token"], String],
   ["GLOBAL_DAILY_CAP_USD", ["guardrails", "global_daily_cap_usd"], Number],
   ["ALERT_WEBHOOK_URL", ["guardrails", "alert_webhook_url"], String],
+  ["BYOK_STORE", ["byok", "store"], String],
+  ["BYOK_MASTER_KEYS", ["byok", "master_keys"], String],
+  ["BYOK_AZURE_VAULT_URL", ["byok", "azure", "vault_url"], String],
+  ["BYOK_AZURE_AUTH", ["byok", "azure", "auth"], String],
+  ["BYOK_AZURE_TENANT_ID", ["byok", "azure", "tenant_id"], String],
+  ["BYOK_AZURE_CLIENT_ID", ["byok", "azure", "client_id"], String],
+  ["BYOK_AZURE_CLIENT_SECRET", ["byok", "azure", "client_secret"], String],
 ];
 
 function setPath(target: Record<string, unknown>, path: string[], value: unknown) {

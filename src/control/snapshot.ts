@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { DeploymentSchema, PlanOverrideSchema, PriceSchema } from "../config.ts";
+import { EnvelopeSchema } from "../keys/envelope.ts";
 import { FlagNameSchema, FlagStateSchema, PermissionSchema } from "./flags.ts";
 import { MitigationNameSchema, MitigationStateSchema } from "./mitigations.ts";
 
@@ -66,6 +67,13 @@ export const ControlSnapshotSchema = z.strictObject({
     by: z.string(),
     expires_at: z.number(),
   })),
+  /** Tenants' own provider keys, by reference; an edge loads each through its key store. */
+  byok: z.array(z.strictObject({
+    tenant_id: z.string(),
+    provider: z.string(),
+    key_ref: z.string(),
+    envelope: EnvelopeSchema.nullable(),
+  })),
   plugins: z.array(PluginSchema.extend({
     status: z.enum(["pending_approval", "approved"]),
   })),
@@ -82,6 +90,7 @@ export function emptySnapshot(): ControlSnapshot {
     plans: {},
     models: {},
     budget_overrides: [],
+    byok: [],
     plugins: [],
   };
 }

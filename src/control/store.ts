@@ -36,7 +36,7 @@ export interface ControlStoreDeps {
 const iso = (d: Date | string) => (typeof d === "string" ? d : d.toISOString());
 
 async function readSnapshot(sql: Sql): Promise<Omit<ControlSnapshot, "version">> {
-  const [flags, mitigations, tenants, plans, models, overrides, plugins] = await Promise.all([
+  const [flags, mitigations, tenants, plans, models, overrides, plugins, byok] = await Promise.all([
     sql`SELECT name, default_value, overrides, canary_percent, canary_value, killed FROM flags`,
     sql`SELECT name, params, actor, reason, sources, activated_at FROM mitigations`,
     sql`SELECT id, type, plan, limits, downgrade_model, retention_months, tools, created_at
@@ -46,6 +46,7 @@ async function readSnapshot(sql: Sql): Promise<Omit<ControlSnapshot, "version">>
     sql`SELECT tenant_id, reason, by_user, expires_at FROM budget_overrides
         WHERE expires_at > now()`,
     sql`SELECT name, version, description, tools, permissions, status FROM plugins ORDER BY name`,
+    sql`SELECT tenant_id, provider, key_ref, envelope FROM byok_keys ORDER BY tenant_id, provider`,
   ]);
   return {
     flags: Object.fromEntries(flags.map((f): [string, FlagState] => [f.name, {
@@ -80,7 +81,8 @@ async function readSnapshot(sql: Sql): Promise<Omit<ControlSnapshot, "version">>
       by: o.by_user,
       expires_at: new Date(o.expires_at).getTime(),
     })),
-    plugins: plugins.map((p) => ({ ...p, tools: p.tools, permissions: p.permissions })),
+    plugins: plugins.map((p) => ({ ...p })),
+    byok: byok.map((k) => ({ ...k })),
   } as Omit<ControlSnapshot, "version">;
 }
 

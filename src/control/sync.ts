@@ -6,6 +6,8 @@ import type { Metrics } from "../obs/metrics.ts";
 import type { AuditEntry } from "./audit.ts";
 import { type ControlSnapshot, ControlSnapshotSchema } from "./snapshot.ts";
 import type { ControlView } from "./view.ts";
+import type { KeyStore } from "../keys/keystore.ts";
+import { Secret } from "../secret.ts";
 
 export interface ControlSyncDeps {
   aggregatorUrl: string;
@@ -18,6 +20,8 @@ export interface ControlSyncDeps {
   fetch?: (req: Request) => Promise<Response>;
   /** Audit entries waiting for the aggregator; the oldest go first past this. */
   maxPendingAudit?: number;
+  /** Opens the tenants' provider keys the snapshot names. */
+  keys?: KeyStore;
 }
 
 type Overrides = ControlSnapshot["budget_overrides"];
@@ -35,6 +39,35 @@ export function createControlSync(deps: ControlSyncDeps) {
   const pendingAudit: AuditEntry[] = [];
   const maxPending = deps.maxPendingAudit ?? 10_000;
   let applied: Overrides = [];
+  /** Opened keys by reference and envelope, so an unchanged key is not opened again. */
+  let opened = new Map<string, Secret>();
+
+  /** A key that cannot be opened is left out: its tenant gets byok.missing_key, not a crash. */
+  async function openKeys(byok: ControlSnapshot["byok"]) {
+    const next = new Map<string, Secret>();
+    const out: Record<string, Record<string, Secret>> = {};
+    for (const k of byok) {
+      const id = `${k.key_ref}|${k.envelope?.wrapped_key ?? ""}`;
+      let secret = opened.get(id);
+      if (!secret && deps.keys) {
+        try {
+          secret = new Secret(await deps.keys.load(k.key_ref, k.envelope));
+        } catch (err) {
+          log.error("byok key could not be opened", {
+            tenant_id: k.tenant_id,
+            provider: k.provider,
+            key_ref: k.key_ref,
+            error: (err as Error).message,
+          });
+        }
+      }
+      if (!secret) continue;
+      next.set(id, secret);
+      (out[k.tenant_id] ??= {})[k.provider] = secret;
+    }
+    opened = next;
+    return out;
+  }
 
   async function signed(path: string, body?: string, headers: Record<string, string> = {}) {
     return await doFetch(
@@ -75,7 +108,7 @@ export function createControlSync(deps: ControlSyncDeps) {
       }
       if (!res.ok) throw new Error(`snapshot answered ${res.status}`);
       const snapshot = ControlSnapshotSchema.parse(await res.json());
-      view.apply(snapshot);
+      view.apply(snapshot, await openKeys(snapshot.byok));
       await syncOverrides(snapshot.budget_overrides);
       metrics.controlSyncs.inc({ outcome: "updated" });
       return true;

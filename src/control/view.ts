@@ -1,4 +1,5 @@
 import type { Config } from "../config.ts";
+import type { Secret } from "../secret.ts";
 import { evaluateFlag, type FlagName, type FlagSource, type FlagValue } from "./flags.ts";
 import type { MitigationName, MitigationState } from "./mitigations.ts";
 import { type ControlSnapshot, emptySnapshot } from "./snapshot.ts";
@@ -29,7 +30,8 @@ export class ControlView {
     return this.#snapshot.version;
   }
 
-  apply(snapshot: ControlSnapshot): void {
+  /** `byok`: the tenants' opened provider keys, which win over the config file's. */
+  apply(snapshot: ControlSnapshot, byok: Record<string, Record<string, Secret>> = {}): void {
     this.#snapshot = snapshot;
     const base = this.#base;
     const tenants = { ...base.tenants };
@@ -41,6 +43,10 @@ export class ControlView {
         limits: { ...file?.limits, ...t.limits },
         downgrade_model: t.downgrade_model ?? file?.downgrade_model,
       };
+    }
+    for (const [id, keys] of Object.entries(byok)) {
+      const t = tenants[id] ?? { byok_keys: {}, limits: {} };
+      tenants[id] = { ...t, byok_keys: { ...t.byok_keys, ...keys } };
     }
     const models = { ...base.models };
     for (const [alias, m] of Object.entries(snapshot.models)) {

@@ -35,6 +35,18 @@ CREATE TABLE budget_overrides (
 
 ALTER TABLE api_keys ADD COLUMN last_used_at timestamptz;
 
+-- Tenants' own provider keys, by reference. A local key store keeps the
+-- envelope-encrypted key here; a vault keeps it itself (envelope NULL).
+CREATE TABLE byok_keys (
+  tenant_id text NOT NULL,
+  provider text NOT NULL,
+  key_ref text NOT NULL UNIQUE,
+  envelope jsonb,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (tenant_id, provider)
+);
+
 CREATE TABLE flags (
   name text PRIMARY KEY,
   default_value jsonb NOT NULL,
