@@ -1,9 +1,12 @@
 /**
- * Secret scan (quality gate): runs secretlint's recommended rules over every
- * file git would commit. Exits 1 and names file, line and rule on a finding.
+ * Secret scan (quality gate): secretlint's recommended rules (provider keys,
+ * connection strings, private keys…) plus the gateway's own, over every file
+ * git would commit, or with `--staged` over the staged content only (the
+ * pre-commit hook). Exits 1 and names file, line and rule on a finding.
  */
 import { lintSource } from "@secretlint/core";
 import { creator as recommended } from "@secretlint/secretlint-rule-preset-recommend";
+import { creator as gateway } from "./secret_rules.ts";
 
 export interface Finding {
   file: string;
@@ -13,13 +16,17 @@ export interface Finding {
 }
 
 const config = {
-  rules: [{ id: "@secretlint/secretlint-rule-preset-recommend", rule: recommended }],
+  rules: [
+    { id: "@secretlint/secretlint-rule-preset-recommend", rule: recommended },
+    { id: gateway.meta.id, rule: gateway },
+  ],
 };
 
 export async function scanText(file: string, content: string): Promise<Finding[]> {
   const result = await lintSource({
     source: { filePath: file, content, contentType: "text" },
-    options: { config, maskSecrets: true },
+    // The custom rule's context type is narrower than secretlint's; the shape is the same.
+    options: { config: config as never, maskSecrets: true },
   });
   return result.messages.map((m) => ({
     file,
@@ -29,21 +36,32 @@ export async function scanText(file: string, content: string): Promise<Finding[]
   }));
 }
 
-async function trackedFiles(): Promise<string[]> {
-  const out = await new Deno.Command("git", {
-    args: ["ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-  }).output();
+async function git(...args: string[]): Promise<Uint8Array> {
+  const out = await new Deno.Command("git", { args }).output();
   if (!out.success) throw new Error(new TextDecoder().decode(out.stderr));
-  return new TextDecoder().decode(out.stdout).split("\0").filter(Boolean);
+  return out.stdout;
+}
+
+const lines = (bytes: Uint8Array) => new TextDecoder().decode(bytes).split("\0").filter(Boolean);
+
+/** What would be committed now: the staged blobs, not the work tree. */
+async function stagedContents(): Promise<Array<[string, () => Promise<string>]>> {
+  const files = lines(await git("diff", "--cached", "--name-only", "--diff-filter=ACMR", "-z"));
+  return files.map((f) => [f, async () => new TextDecoder().decode(await git("show", `:${f}`))]);
+}
+
+async function trackedContents(): Promise<Array<[string, () => Promise<string>]>> {
+  const files = lines(await git("ls-files", "--cached", "--others", "--exclude-standard", "-z"));
+  return files.map((f) => [f, () => Deno.readTextFile(f)]);
 }
 
 if (import.meta.main) {
   const findings: Finding[] = [];
-  const files = await trackedFiles();
-  for (const file of files) {
+  const files = Deno.args.includes("--staged") ? await stagedContents() : await trackedContents();
+  for (const [file, read] of files) {
     let content: string;
     try {
-      content = await Deno.readTextFile(file);
+      content = await read();
     } catch {
       continue; // deleted in the work tree, or not text
     }

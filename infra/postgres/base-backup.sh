@@ -23,9 +23,9 @@
 #                           checkpoint_timeout * checkpoint_completion_target
 #                           to start) or fast
 #   BASEBACKUP_COMPRESS     pg_basebackup --compress, default gzip
-#   PG_BIN                  PostgreSQL bin directory (default: the directory
-#                           of pg_basebackup on PATH, else the newest
-#                           /usr/lib/postgresql/*/bin)
+#   PG_BIN                  PostgreSQL bin directory (default: the newest
+#                           /usr/lib/postgresql/*/bin, else the directory of
+#                           pg_basebackup on PATH)
 #
 # Run it as the postgres OS user (or any user that owns BACKUP_DIR and can
 # delete from WAL_ARCHIVE_DIR). Progress goes to stderr; on success the new
@@ -49,12 +49,13 @@ case $BASEBACKUP_CHECKPOINT in spread | fast) ;; *) die "BASEBACKUP_CHECKPOINT m
 [ -d "$BACKUP_DIR" ] || die "BACKUP_DIR $BACKUP_DIR does not exist"
 [ -d "$WAL_ARCHIVE_DIR" ] || die "WAL_ARCHIVE_DIR $WAL_ARCHIVE_DIR does not exist"
 
+# Debian's /usr/bin/pg_* are wrappers, hence the versioned directory first;
+# the newest one also handles older servers.
 if [ -z "${PG_BIN:-}" ]; then
-  if command -v pg_basebackup >/dev/null 2>&1; then
-    PG_BIN=$(dirname "$(readlink -f "$(command -v pg_basebackup)")")
-  else
-    PG_BIN=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
-  fi
+  PG_BIN=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
+fi
+if [ -z "$PG_BIN" ] && command -v pg_basebackup >/dev/null 2>&1; then
+  PG_BIN=$(dirname "$(command -v pg_basebackup)")
 fi
 for tool in pg_basebackup pg_verifybackup pg_archivecleanup; do
   [ -x "$PG_BIN/$tool" ] || die "$tool not found in PG_BIN=${PG_BIN:-<empty>}"

@@ -310,11 +310,20 @@ export function createChatService(deps: ChatServiceDeps) {
       attributes: { "convergio.transport": call.transport },
     }, call.trace);
     let model = params.alias;
+    // A refused call never reaches the client, but it was made: metered like a non-streamed one.
+    let refused = 0;
     async function* events(): AsyncGenerator<ProviderEvent> {
       try {
         for await (const ev of routed.events) {
           if (ev.type === "done") model = ev.model;
-          if (ev.type === "tool_call" && ev.name) checkToolCall(call, params.request, ev.name);
+          if (ev.type === "tool_call" && ev.name) {
+            try {
+              checkToolCall(call, params.request, ev.name);
+            } catch (err) {
+              refused++;
+              throw err;
+            }
+          }
           yield ev;
         }
       } catch (err) {
@@ -336,7 +345,7 @@ export function createChatService(deps: ChatServiceDeps) {
             input_tokens: estimatePromptTokens(params.request),
             output_tokens: estimateTokens(produced),
           },
-          toolCalls,
+          toolCalls + refused,
         );
         span.setAttributes({
           "gen_ai.response.model": model,

@@ -90,15 +90,16 @@ export function pluginRoutes(deps: PluginRoutesDeps) {
       actorOf(c),
       { action: "plugin.approve", target: `plugin:${name}`, reason },
       async (tx) => {
-        const [row] = await tx<PluginRow[]>`
-          UPDATE plugins SET status = 'approved', approved_by = ${c.var.principal.user_id}
-          WHERE name = ${name} RETURNING name, version, status, permissions`;
-        if (!row) {
+        const [before] = await tx<PluginRow[]>`
+          SELECT name, version, status, permissions FROM plugins WHERE name = ${name} FOR UPDATE`;
+        if (!before) {
           throw new GatewayError("request.invalid", `plugin ${name} is not installed`, {
             status: 404,
           });
         }
-        return { before: { status: "pending_approval" }, after: { ...row }, result: null };
+        await tx`UPDATE plugins SET status = 'approved', approved_by = ${c.var.principal.user_id}
+          WHERE name = ${name}`;
+        return { before: { ...before }, after: { ...before, status: "approved" }, result: null };
       },
     );
     return c.json({ approved: name, request_id: c.var.requestId });

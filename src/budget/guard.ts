@@ -82,7 +82,7 @@ export function createGuard(deps: GuardDeps) {
   /** RB-3: tenants created since the block began (or unknown to config and admin API). */
   function blockedAsNew(tenant: string): boolean {
     const block = control.mitigation("block_new_managed_tenants");
-    if (!block) return false;
+    if (!block || control.inConfigFile(tenant)) return false;
     const created = control.createdAt(tenant);
     if (created !== undefined) return created >= Date.parse(block.since);
     return !control.isKnownTenant(tenant);

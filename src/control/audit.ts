@@ -108,7 +108,7 @@ export async function queryAudit(sql: Sql, q: AuditQuery): Promise<AuditRow[]> {
       AND (${q.action ?? null}::text IS NULL OR action LIKE ${q.action ?? ""} || '%')
       AND (${q.target ?? null}::text IS NULL OR target = ${q.target ?? null})
       AND (${q.tenant ?? null}::text IS NULL OR actor_tenant = ${q.tenant ?? null}
-        OR target LIKE 'tenant:' || ${q.tenant ?? ""} || '%')
+        OR target = 'tenant:' || ${q.tenant ?? ""})
       AND (${q.since ?? null}::timestamptz IS NULL OR at >= ${q.since ?? null})
       AND (${q.until ?? null}::timestamptz IS NULL OR at < ${q.until ?? null})
       AND (${q.before_id ?? null}::bigint IS NULL OR id < ${q.before_id ?? null})

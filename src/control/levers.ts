@@ -143,8 +143,14 @@ function checkParams(config: Config, name: MitigationName, raw: unknown): Record
     });
   }
   const params = parsed.data as Record<string, string>;
-  if (params.to && !config.models[params.to]) {
-    throw new GatewayError("request.invalid", `params.to: unknown model "${params.to}"`);
+  if (params.to) {
+    const model = config.models[params.to];
+    if (!model) {
+      throw new GatewayError("request.invalid", `params.to: unknown model "${params.to}"`);
+    }
+    if (config.providers[model.deployments[0].provider].protocol.startsWith("realtime_")) {
+      throw new GatewayError("request.invalid", `params.to: "${params.to}" is a voice model`);
+    }
   }
   if (params.provider && !config.providers[params.provider]) {
     throw new GatewayError(

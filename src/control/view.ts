@@ -91,6 +91,11 @@ export class ControlView {
     return t ? Date.parse(t.created_at) : undefined;
   }
 
+  /** Named in the config file: a tenant from before any admin-API change. */
+  inConfigFile(tenant: string): boolean {
+    return tenant in this.#base.tenants;
+  }
+
   isKnownTenant(tenant: string): boolean {
     return tenant in this.#snapshot.tenants || tenant in this.#base.tenants;
   }

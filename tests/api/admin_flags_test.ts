@@ -119,10 +119,12 @@ Deno.test("metering_mode shadow: an over-budget managed tenant is served, and it
     const globex = await as(gw, { tenant: "globex", mode: "managed" });
     assertError(await chat(acme), 402, "budget.blocked");
 
-    ok(await root.put("/admin/flags/metering_mode/overrides/acme", {
-      value: "shadow",
-      reason: REASON,
-    }));
+    ok(
+      await root.put("/admin/flags/metering_mode/overrides/acme", {
+        value: "shadow",
+        reason: REASON,
+      }),
+    );
     const served = ok(await chat(acme));
     assert.ok(served.usage.cost_usd > 0);
     assertError(await chat(globex), 402, "budget.blocked");
@@ -152,15 +154,19 @@ Deno.test("voice_mode: off refuses voice.start with feature.disabled; text-only 
       c.send({ type: "voice.stop", request_id: "v1" });
       await c.nextOf("voice.complete", "v1");
 
-      ok(await root.put("/admin/flags/voice_mode/overrides/acme", { value: "off", reason: REASON }));
+      ok(
+        await root.put("/admin/flags/voice_mode/overrides/acme", { value: "off", reason: REASON }),
+      );
       c.send(voiceStart("v2"));
       const refused = await c.nextOf("error", "v2");
       assert.equal(refused.code, "feature.disabled");
 
-      ok(await root.put("/admin/flags/voice_mode/overrides/acme", {
-        value: "text-only",
-        reason: REASON,
-      }));
+      ok(
+        await root.put("/admin/flags/voice_mode/overrides/acme", {
+          value: "text-only",
+          reason: REASON,
+        }),
+      );
       c.send(voiceStart("v3"));
       const degraded = await c.nextOf("voice.degraded", "v3");
       assert.equal(degraded.mode, "text-only");
@@ -202,10 +208,12 @@ Deno.test("plugin_permissions: a plugin tool needing net.http is tool.denied unt
     assertError(denied, 403, "tool.denied", "tools");
     assert.match(denied.json.error.message, /net\.http/);
 
-    ok(await root.put("/admin/flags/plugin_permissions/overrides/acme", {
-      value: ["net.http"],
-      reason: REASON,
-    }));
+    ok(
+      await root.put("/admin/flags/plugin_permissions/overrides/acme", {
+        value: ["net.http"],
+        reason: REASON,
+      }),
+    );
     const allowed = ok(await ask());
     assert.equal(allowed.finish_reason, "tool_calls");
     assert.equal(allowed.message.tool_calls[0].function.name, "fetch_url");
@@ -252,9 +260,11 @@ Deno.test("canary: tenants split by canaryBucket; widening is sticky; promote, r
     assert.deepEqual(wider, expected(80));
     assert.ok(half.every((p, i) => p === "alpha" || wider[i] === "beta"), "no tenant left");
 
-    const promoted = ok(await root.post("/admin/flags/routing_policy/canary/promote", {
-      reason: REASON,
-    }));
+    const promoted = ok(
+      await root.post("/admin/flags/routing_policy/canary/promote", {
+        reason: REASON,
+      }),
+    );
     assert.equal(promoted.state.default, "force:beta");
     assert.equal(promoted.state.canary, null);
     assert.ok((await servedEach(gw, TENANTS)).every((p) => p === "beta"), "everyone");
@@ -271,11 +281,13 @@ Deno.test("canary: tenants split by canaryBucket; widening is sticky; promote, r
     assert.ok((await servedEach(gw, TENANTS)).every((p) => p === "alpha"), "nobody");
 
     // The kill switch forces priority over the default and over an override.
-    ok(await root.put("/admin/flags/routing_policy", {
-      default: "force:beta",
-      overrides: { [TENANTS[0]]: "cheapest" },
-      reason: REASON,
-    }));
+    ok(
+      await root.put("/admin/flags/routing_policy", {
+        default: "force:beta",
+        overrides: { [TENANTS[0]]: "cheapest" },
+        reason: REASON,
+      }),
+    );
     assert.ok((await servedEach(gw, TENANTS)).every((p) => p === "beta"));
     ok(await root.post("/admin/flags/routing_policy/kill", { reason: REASON }));
     assert.ok((await servedEach(gw, TENANTS)).every((p) => p === "alpha"), "killed: priority");
@@ -290,16 +302,20 @@ Deno.test("canary: tenants split by canaryBucket; widening is sticky; promote, r
 
 Deno.test("flag rollback undoes the newest change and a second re-applies it; every change is audited", async () => {
   await withGateway(async (gw, root) => {
-    ok(await root.put(
-      "/admin/flags/routing_policy",
-      { default: "force:beta", reason: "move traffic to beta" },
-      "req-flag-1",
-    ));
-    ok(await root.put(
-      "/admin/flags/voice_mode/overrides/acme",
-      { value: "off", reason: "acme voice incident" },
-      "req-flag-2",
-    ));
+    ok(
+      await root.put(
+        "/admin/flags/routing_policy",
+        { default: "force:beta", reason: "move traffic to beta" },
+        "req-flag-1",
+      ),
+    );
+    ok(
+      await root.put(
+        "/admin/flags/voice_mode/overrides/acme",
+        { value: "off", reason: "acme voice incident" },
+        "req-flag-2",
+      ),
+    );
     const voiceOf = async () => (await explain(root, "voice_mode", "acme")).value;
     assert.equal(await voiceOf(), "off");
 

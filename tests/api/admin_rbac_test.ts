@@ -307,12 +307,17 @@ Deno.test("plans: a new plan's limits apply to the tenants assigned to it; unkno
     assert.deepEqual(ok(await root.get("/admin/plans")).plans.gold, { rpm: 2 });
     const assigned = ok(await root.put(`/admin/tenants/${A}`, { plan: "gold", reason: REASON }));
     assert.equal(assigned.tenant.plan, "gold");
+    assert.equal(assigned.tenant.type, "business", "a PUT changes only the fields it names");
 
     const user = await as(gw, { tenant: A });
     assert.equal(ok(await user.get("/v1/me")).limits.rpm, 2);
     ok(await chat(user));
     ok(await chat(user));
     assertError(await chat(user), 429, "quota.exceeded");
+    const patched = ok(
+      await root.put(`/admin/tenants/${A}`, { limits: { tpm: 50_000 }, reason: REASON }),
+    );
+    assert.deepEqual([patched.tenant.plan, patched.tenant.limits], ["gold", { tpm: 50_000 }]);
 
     assertError(
       await root.put(`/admin/tenants/${A}`, { plan: "platinum", reason: REASON }),

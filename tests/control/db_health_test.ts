@@ -4,6 +4,13 @@ import type { Sql } from "../../src/db/client.ts";
 import { GatewayError } from "../../src/errors.ts";
 import { counted, messages, observed } from "./_helpers.ts";
 
+/** postgres.js socket and connection codes, then Postgres's admin-shutdown and 08 classes. */
+const CONNECTION_CODES = [
+  ...["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "CONNECT_TIMEOUT"],
+  ...["CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED"],
+  ...["57P01", "57P03", "08006", "08001"],
+];
+
 const lost = () => ({ code: "ECONNREFUSED", message: "connect ECONNREFUSED 127.0.0.1:5432" });
 
 /**
@@ -35,7 +42,7 @@ function setup(probeFailures = 0) {
 
 /** Runs `fn` with a fresh DbHealth, and stops its probe afterwards. */
 async function withHealth(
-  fn: (h: ReturnType<typeof setup>) => Promise<void>,
+  fn: (h: ReturnType<typeof setup>) => void | Promise<void>,
   probeFailures = 0,
 ): Promise<void> {
   const h = setup(probeFailures);
@@ -56,22 +63,7 @@ function isReadOnly(err: unknown): boolean {
 }
 
 Deno.test("isConnectionError: lost-connection codes yes, query errors no", () => {
-  for (
-    const code of [
-      "ECONNREFUSED",
-      "ECONNRESET",
-      "EPIPE",
-      "ETIMEDOUT",
-      "CONNECT_TIMEOUT",
-      "CONNECTION_CLOSED",
-      "CONNECTION_ENDED",
-      "CONNECTION_DESTROYED",
-      "57P01",
-      "57P03",
-      "08006",
-      "08001",
-    ]
-  ) assert.equal(isConnectionError({ code }), true, code);
+  for (const code of CONNECTION_CODES) assert.equal(isConnectionError({ code }), true, code);
   for (const err of [{ code: "23505" }, { code: "42P01" }, { code: 8006 }, {}, null, "08006"]) {
     assert.equal(isConnectionError(err), false, JSON.stringify(err));
   }
@@ -143,12 +135,11 @@ Deno.test("other errors pass through untouched and leave the database up", async
 });
 
 Deno.test("markDown twice reports the change once", async () => {
-  await withHealth(async ({ health, changes, lines }) => {
+  await withHealth(({ health, changes, lines }) => {
     health.markDown(lost());
     health.markDown(lost());
     assert.equal(health.down, true);
     assert.deepEqual(changes, [true]);
     assert.equal(messages(lines, "error").length, 1);
-    await Promise.resolve();
   }, Infinity);
 });
