@@ -113,7 +113,7 @@ export async function createRuntime(
   );
   const timers: Array<ReturnType<typeof setInterval>> = [];
   const edgeId = crypto.randomUUID();
-  const keys = keyStoreFromConfig(config);
+  const keys = await keyStoreFromConfig(config);
   const closers: Array<() => Promise<void>> = [];
 
   let aggregator: AggregatorDeps | undefined;

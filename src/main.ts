@@ -5,9 +5,10 @@ import { ignoreLostTypeFetch } from "./db/client.ts";
 /** Entry point: config → runtime of the role(s) → Deno.serve, then a ready-to-use banner. */
 async function main() {
   globalThis.addEventListener("unhandledrejection", ignoreLostTypeFetch);
-  let config;
+  let config, runtime;
   try {
     config = loadConfig(Deno.env.toObject(), Deno.readTextFileSync);
+    runtime = await createRuntime(config);
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(err.message);
@@ -15,7 +16,6 @@ async function main() {
     }
     throw err;
   }
-  const runtime = await createRuntime(config);
   const { deps } = runtime;
   const { host, port } = config.server;
   const ac = new AbortController();

@@ -49,6 +49,9 @@ param redisCapacity int
 param meteringSecret string
 @secure()
 param jwtSecret string
+@description('BYOK master keys (v1:<base64url>,...): every edge with the local BYOK store needs the same.')
+@secure()
+param byokMasterKeys string
 @description('Bearer token of the Redis REST bridge; the REDIS_REST_TOKEN of edges that use it.')
 @secure()
 param redisRestToken string
@@ -137,6 +140,7 @@ module vault 'modules/keyvault.bicep' = {
       'database-url': 'postgres://${postgresAdminLogin}:${uriComponent(postgresAdminPassword)}@${postgres.outputs.fqdn}:5432/${postgres.outputs.databaseName}?sslmode=require'
       'metering-secret': meteringSecret
       'jwt-secret': jwtSecret
+      'byok-master-keys': byokMasterKeys
       'redis-rest-token': redisRestToken
       'redis-connection-string': 'rediss://:${redisCache.listKeys().primaryKey}@${redis.outputs.hostName}:${redis.outputs.sslPort}'
     }
@@ -159,6 +163,7 @@ module apps 'modules/containerapps.bicep' = {
       'database-url': '${vault.outputs.vaultUri}secrets/database-url'
       'metering-secret': '${vault.outputs.vaultUri}secrets/metering-secret'
       'jwt-secret': '${vault.outputs.vaultUri}secrets/jwt-secret'
+      'byok-master-keys': '${vault.outputs.vaultUri}secrets/byok-master-keys'
       'redis-rest-token': '${vault.outputs.vaultUri}secrets/redis-rest-token'
       'redis-connection-string': '${vault.outputs.vaultUri}secrets/redis-connection-string'
     }

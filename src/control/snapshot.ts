@@ -73,6 +73,8 @@ export const ControlSnapshotSchema = z.strictObject({
     provider: z.string(),
     key_ref: z.string(),
     envelope: EnvelopeSchema.nullable(),
+    /** Changes with every new key, so edges reload a vault secret whose reference stays. */
+    updated_at: z.string(),
   })),
   plugins: z.array(PluginSchema.extend({
     status: z.enum(["pending_approval", "approved"]),

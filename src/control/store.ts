@@ -46,7 +46,8 @@ async function readSnapshot(sql: Sql): Promise<Omit<ControlSnapshot, "version">>
     sql`SELECT tenant_id, reason, by_user, expires_at FROM budget_overrides
         WHERE expires_at > now()`,
     sql`SELECT name, version, description, tools, permissions, status FROM plugins ORDER BY name`,
-    sql`SELECT tenant_id, provider, key_ref, envelope FROM byok_keys ORDER BY tenant_id, provider`,
+    sql`SELECT tenant_id, provider, key_ref, envelope, updated_at FROM byok_keys
+        ORDER BY tenant_id, provider`,
   ]);
   return {
     flags: Object.fromEntries(flags.map((f): [string, FlagState] => [f.name, {
@@ -82,7 +83,7 @@ async function readSnapshot(sql: Sql): Promise<Omit<ControlSnapshot, "version">>
       expires_at: new Date(o.expires_at).getTime(),
     })),
     plugins: plugins.map((p) => ({ ...p })),
-    byok: byok.map((k) => ({ ...k })),
+    byok: byok.map((k) => ({ ...k, updated_at: iso(k.updated_at) })),
   } as Omit<ControlSnapshot, "version">;
 }
 

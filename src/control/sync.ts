@@ -41,13 +41,16 @@ export function createControlSync(deps: ControlSyncDeps) {
   let applied: Overrides = [];
   /** Opened keys by reference and envelope, so an unchanged key is not opened again. */
   let opened = new Map<string, Secret>();
+  /** Keys the last snapshot named but that could not be opened: retried on every poll. */
+  let unopened = 0;
 
   /** A key that cannot be opened is left out: its tenant gets byok.missing_key, not a crash. */
   async function openKeys(byok: ControlSnapshot["byok"]) {
     const next = new Map<string, Secret>();
+    unopened = 0;
     const out: Record<string, Record<string, Secret>> = {};
     for (const k of byok) {
-      const id = `${k.key_ref}|${k.envelope?.wrapped_key ?? ""}`;
+      const id = `${k.key_ref}|${k.updated_at}|${k.envelope?.wrapped_key ?? ""}`;
       let secret = opened.get(id);
       if (!secret && deps.keys) {
         try {
@@ -61,7 +64,10 @@ export function createControlSync(deps: ControlSyncDeps) {
           });
         }
       }
-      if (!secret) continue;
+      if (!secret) {
+        unopened++;
+        continue;
+      }
       next.set(id, secret);
       (out[k.tenant_id] ??= {})[k.provider] = secret;
     }
@@ -98,9 +104,11 @@ export function createControlSync(deps: ControlSyncDeps) {
   /** One poll; true when a new snapshot was applied. Never throws. */
   async function refresh(): Promise<boolean> {
     try {
-      const res = await signed("/internal/control/snapshot", undefined, {
-        "if-none-match": `"${view.version}"`,
-      });
+      const res = await signed(
+        "/internal/control/snapshot",
+        undefined,
+        unopened ? {} : { "if-none-match": `"${view.version}"` },
+      );
       if (res.status === 304) {
         await res.body?.cancel();
         metrics.controlSyncs.inc({ outcome: "not_modified" });

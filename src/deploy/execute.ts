@@ -73,10 +73,11 @@ export function verifyEnv(stdout: string, plan: Plan): string[] {
     const entry = byKey.get(v.name);
     if (!entry) {
       problems.push(
-        `${v.name} is missing on Deno Deploy${v.console ? ": set it as a secret in the console" : ""}`,
+        `${v.name} is missing on Deno Deploy${
+          v.console ? ": set it as a secret in the console" : ""
+        }`,
       );
-    }
-    else if (v.secret && entry.isSecret !== true) {
+    } else if (v.secret && entry.isSecret !== true) {
       problems.push(
         `${v.name} was stored as plain text: rotate it, then set it as a secret in the console`,
       );

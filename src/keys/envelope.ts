@@ -28,9 +28,15 @@ export class MasterKeys {
   static async parse(spec: string): Promise<MasterKeys> {
     const keys = new Map<number, CryptoKey>();
     for (const part of spec.split(",").map((p) => p.trim()).filter(Boolean)) {
-      const m = /^v(\d+):([A-Za-z0-9_-]+={0,2})$/.exec(part);
+      const m = /^v([1-9]\d*):([A-Za-z0-9_-]+={0,2})$/.exec(part);
       if (!m) throw new Error("master keys look like v1:<base64url>,v2:<base64url>");
-      const raw = new Uint8Array(base64url.decode(m[2].replace(/=+$/, "")));
+      if (keys.has(Number(m[1]))) throw new Error(`master key v${m[1]} is given twice`);
+      let raw: Uint8Array<ArrayBuffer>;
+      try {
+        raw = new Uint8Array(base64url.decode(m[2].replace(/=+$/, "")));
+      } catch {
+        throw new Error(`master key v${m[1]} is not base64url`);
+      }
       if (raw.length !== 32) throw new Error(`master key v${m[1]} must be 32 bytes`);
       keys.set(
         Number(m[1]),

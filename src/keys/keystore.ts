@@ -19,5 +19,16 @@ export interface KeyStore {
 export function keyRef(tenant: string, provider: string): string {
   const safe = (s: string) =>
     s.replace(/[^0-9A-Za-z]/g, (c) => `-${c.charCodeAt(0).toString(16)}-`);
-  return `byok-${safe(tenant)}--${safe(provider)}`;
+  const ref = `byok-${safe(tenant)}--${safe(provider)}`;
+  if (ref.length <= MAX_NAME) return ref;
+  // Key Vault names stop at 127 characters: a long one keeps a readable head and a hash of the rest.
+  return `${ref.slice(0, MAX_NAME - 9)}-${fnv1a(ref)}`;
+}
+
+const MAX_NAME = 127;
+
+function fnv1a(s: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return (h >>> 0).toString(16).padStart(8, "0");
 }

@@ -172,9 +172,11 @@ export function createRouter(deps: RouterDeps) {
     const list = targets(p);
     let lastErr: unknown;
     let prev: Target | undefined;
+    /** Deployments that refused the tenant's own key: not tried again for this request. */
+    const refusedKey = new Set<Target>();
     for (let n = 0; n < opts.max_attempts; n++) {
       const target = list.map((_, i) => list[(n + i) % list.length]).find((t) =>
-        t.breaker.tryAcquire()
+        !refusedKey.has(t) && t.breaker.tryAcquire()
       );
       if (!target) break;
       if (prev) {
@@ -218,6 +220,14 @@ export function createRouter(deps: RouterDeps) {
         const failure = err instanceof AttemptTimeout
           ? new ProviderError("timeout", err.message)
           : err;
+        // A tenant's bad key says nothing about the deployment's health: no breaker
+        // failure (which would cut every tenant off), and no retry with the same key.
+        if (failure instanceof ProviderError && failure.kind === "auth" && p.mode === "byok") {
+          target.breaker.onSuccess();
+          refusedKey.add(target);
+          lastErr = failure;
+          continue;
+        }
         if (failure instanceof ProviderError && failure.kind === "client") {
           target.breaker.onSuccess();
           throw new GatewayError(

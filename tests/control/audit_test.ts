@@ -139,15 +139,22 @@ for (const kind of DB_KINDS) {
         entry({ actor: "bob", actor_tenant: "t2", action: "tool.denied", target: "tenant:t2" }),
         entry({ actor: "alice", action: "flag.kill", target: "flag:routing_policy" }),
         entry({ actor: "carol", action: "mitigation.apply", target: "mitigation:voice_text" }),
+        entry({
+          actor: "dave",
+          actor_tenant: "t10",
+          action: "tenant.upsert",
+          target: "tenant:t10",
+        }),
       );
       const ids = async (q: Record<string, unknown>) =>
         (await queryAudit(sql, AuditQuerySchema.parse(q))).map((r) => r.id);
       const id = (i: number) => rows[i].id;
-      assert.deepEqual(await ids({}), [id(4), id(3), id(2), id(1), id(0)]);
+      assert.deepEqual(await ids({}), [id(5), id(4), id(3), id(2), id(1), id(0)]);
       assert.deepEqual(await ids({ actor: "alice" }), [id(3), id(0)]);
       assert.deepEqual(await ids({ action: "flag." }), [id(3), id(0)]);
       assert.deepEqual(await ids({ action: "mitigation" }), [id(4)]);
       assert.deepEqual(await ids({ target: "flag:routing_policy" }), [id(3)]);
+      // Exactly the tenant: t10's rows are not t1's.
       assert.deepEqual(await ids({ tenant: "t1" }), [id(1), id(0)]);
       assert.deepEqual(await ids({ tenant: "t2" }), [id(2)]);
       assert.deepEqual(await ids({ actor: "bob", tenant: "t1" }), [id(1)]);

@@ -7,7 +7,8 @@
 import assert from "node:assert/strict";
 import { periodsAt } from "../../src/budget/store.ts";
 import type { MockProviderConfig } from "../../src/config.ts";
-import type { TestGateway } from "../support/gateway.ts";
+import { freshPostgres } from "../support/db.ts";
+import { startGateway, testConfig, type TestGateway } from "../support/gateway.ts";
 import {
   ADMIN_USER,
   adminToken,
@@ -345,4 +346,74 @@ Deno.test("RB-4 autopilot: voice sockets dropped mid-session switch voice to tex
     }
     assert.equal(await dropouts(), 2);
   });
+});
+
+Deno.test("RB-3 autopilot on two edges: both hold the mitigation; it ends when the last withdraws", async () => {
+  const pg = await freshPostgres();
+  const dirs = await Promise.all(
+    [0, 1, 2].map(() => Deno.makeTempDir({ prefix: "cvg-autopilot-" })),
+  );
+  const gateways: TestGateway[] = [];
+  try {
+    const aggregator = await startGateway(testConfig({
+      role: "aggregator",
+      data_dir: dirs[0],
+      database_url: pg.url,
+      metering: { secret: "two-edges-secret" },
+    }));
+    gateways.push(aggregator);
+    const edgeConfig = (dir: string) =>
+      testConfig({
+        role: "edge",
+        data_dir: dir,
+        metering: { aggregator_url: aggregator.url, secret: "two-edges-secret" },
+        // An edge sees the other's change only when the test makes it poll.
+        control: {
+          poll_interval_ms: 3_600_000,
+          autopilot: { interval_ms: 3_600_000, spend_downgrade: { enabled: true } },
+        },
+      });
+    // Each edge has a budget store of its own: each sees its own spend.
+    const a = await startGateway(edgeConfig(dirs[1]), { meter: undefined });
+    gateways.push(a);
+    const b = await startGateway(edgeConfig(dirs[2]), { meter: undefined });
+    gateways.push(b);
+    const admin = await adminToken(aggregator);
+    const day = {
+      scope: "global" as const,
+      period: "day" as const,
+      bucket: periodsAt(Date.now()).day,
+    };
+    const state = () => mitigationState(aggregator, admin, "enforce_downgrade");
+
+    await a.deps.edge!.store.setSpend(day, 85_000_000);
+    await b.deps.edge!.store.setSpend(day, 90_000_000);
+    await a.runtime.autopilot!.tick();
+    await b.runtime.autopilot!.tick(); // before it has polled A's change
+    const held = await state();
+    assert.equal(held?.actor, "autopilot");
+    assert.equal(held.sources.length, 2, "both edges hold it");
+
+    await a.deps.edge!.store.setSpend(day, 10_000_000);
+    await a.runtime.autopilot!.tick();
+    const left = await state();
+    assert.ok(left, "still on while the other edge holds it");
+    assert.equal(left.sources.length, 1);
+    assert.ok(held.sources.includes(left.sources[0]));
+
+    await b.deps.edge!.store.setSpend(day, 10_000_000);
+    await b.runtime.autopilot!.tick();
+    assert.equal(await state(), null, "the last withdrawal ends it");
+    const rows = await audit(aggregator, admin, { target: "mitigation:enforce_downgrade" });
+    assert.deepEqual(rows.map((r) => [r.action, r.actor]), [
+      ["mitigation.revert", "autopilot"],
+      ["mitigation.revert", "autopilot"],
+      ["mitigation.apply", "autopilot"],
+      ["mitigation.apply", "autopilot"],
+    ]);
+  } finally {
+    for (const gw of gateways.reverse()) await gw.close();
+    await pg.drop();
+    for (const dir of dirs) await Deno.remove(dir, { recursive: true });
+  }
 });

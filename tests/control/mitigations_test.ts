@@ -317,6 +317,13 @@ Deno.test("block_new_managed_tenants: tenants created after it get feature.disab
       assert.equal((await served(gw, await tok("acme"))).provider, "primary");
       // BYOK is never blocked.
       assert.equal((await served(gw, await tok("late", "byok"))).provider, "primary");
+      // A config tenant the admin API touches during the block is not new either.
+      const touched = await call(gw, "PUT", "/admin/tenants/acme", {
+        token: admin,
+        body: { limits: { rpm: 500 }, reason: "raise acme's rate limit" },
+      });
+      assert.equal(touched.status, 200, touched.text);
+      assert.equal((await served(gw, await tok("acme"))).provider, "primary");
     });
     assert.equal((await served(gw, await tok("late"))).provider, "primary");
     assert.equal((await served(gw, await tok("stranger"))).provider, "primary");
@@ -536,6 +543,12 @@ Deno.test("RB-4 lever: the voice_mode kill switch refuses voice.start until lift
 
 Deno.test("mitigations API: validation and access", async () => {
   await withGateway(async ({ gw, admin }) => {
+    const noFlagChange = await call(gw, "POST", "/admin/flags/rollback", {
+      token: admin,
+      body: { reason: "nothing to undo yet" },
+    });
+    assert.equal(noFlagChange.status, 404, noFlagChange.text);
+
     const unknown = await applyMitigation(gw, admin, "reboot_everything");
     assert.equal(unknown.status, 404, unknown.text);
     assert.equal(unknown.json.error.code, "request.invalid");
@@ -543,6 +556,8 @@ Deno.test("mitigations API: validation and access", async () => {
 
     const cases: Array<[string, Record<string, unknown> | undefined, RegExp]> = [
       ["lower_model", { to: "no-such-alias" }, /unknown model/],
+      // A voice alias would make every chat request fail: refused up front.
+      ["lower_model", { to: VOICE }, /voice model/],
       ["lower_model", undefined, /params\.to/],
       ["avoid_provider", { provider: "nobody" }, /unknown provider/],
       ["avoid_provider", {}, /params\.provider/],

@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import postgres from "postgres";
+import { periodsAt } from "../../src/budget/store.ts";
 import { signBody } from "../../src/metering/signature.ts";
 import { startGateway, testConfig, type TestGateway } from "../support/gateway.ts";
 import { type PgCluster, startPgCluster } from "../support/pg_cluster.ts";
@@ -96,7 +97,11 @@ Deno.test("RB-5: role all through a real database outage, recovering by itself",
       database_url: cluster.url,
       metering,
       models,
-      control: { db_probe_ms: 200 },
+      tenants: { acme: { downgrade_model: "convergio-mini" } },
+      control: {
+        db_probe_ms: 200,
+        autopilot: { interval_ms: 3_600_000, spend_downgrade: { enabled: true } },
+      },
     }));
     const admin = await adminToken(gw);
     const user = await gw.token({ tenant: "acme", mode: "managed" });
@@ -153,6 +158,16 @@ Deno.test("RB-5: role all through a real database outage, recovering by itself",
     const refused = await ingest.json();
     assert.equal(ingest.status, 503);
     assert.equal(refused.error.code, "db.read_only");
+    // The autopilot cannot store a mitigation either: it fails, and tries again next tick.
+    const day = {
+      scope: "global" as const,
+      period: "day" as const,
+      bucket: periodsAt(Date.now()).day,
+    };
+    await gw.deps.edge!.store.setSpend(day, 85_000_000);
+    await gw.runtime.autopilot!.tick();
+    assert.equal(await mitigationState(gw, admin, "enforce_downgrade"), null);
+    assert.ok(gw.logs.some((l) => l.msg === "autopilot action failed"));
     gw.runtime.batcher!.flush();
     const gwUp = gw;
     await waitUntil(
@@ -178,14 +193,22 @@ Deno.test("RB-5: role all through a real database outage, recovering by itself",
     );
     assert.equal(await totalEvents(cluster), 1 + down.length);
 
+    // The autopilot's next tick stores what it could not during the outage.
+    await gw.runtime.autopilot!.tick();
+    assert.equal((await mitigationState(gw, admin, "enforce_downgrade"))?.actor, "autopilot");
+    assert.equal((await served(gw, user)).model, "convergio-mini");
+
     // The audit log has the accepted writes, not the refused ones, and its chain holds.
     const rows = await audit(gw, admin, { action: "tenant." });
     assert.deepEqual(rows.map((r) => r.target), ["tenant:after", "tenant:before"]);
-    assert.deepEqual(await audit(gw, admin, { action: "mitigation." }), []);
+    const mitigations = await audit(gw, admin, { action: "mitigation." });
+    assert.deepEqual(mitigations.map((r) => [r.action, r.actor, r.target]), [
+      ["mitigation.apply", "autopilot", "mitigation:enforce_downgrade"],
+    ]);
     const verify = await call(gw, "GET", "/admin/audit/verify", { token: admin });
     assert.equal(verify.status, 200, verify.text);
     assert.equal(verify.json.ok, true);
-    assert.equal(verify.json.rows, 2);
+    assert.equal(verify.json.rows, 3);
     // And the snapshot moved on.
     const after = await call(gw, "GET", "/admin/tenants", { token: admin });
     assert.deepEqual(after.json.tenants.map((t: { id: string }) => t.id).sort(), [
@@ -279,7 +302,11 @@ Deno.test("RB-5 role split: the aggregator's database is down; the edge serves o
       "more control polls",
     );
     assert.equal((await served(edge, user)).model, "convergio-mini");
-    assert.equal(edge.runtime.controlSync!.pendingAudit(), 1, "the denial's entry is kept");
+    // (A delivery in flight takes the entry out of the queue and puts it back when refused.)
+    await waitUntil(
+      () => e.runtime.controlSync!.pendingAudit() === 1,
+      "the denial's audit entry kept on the edge",
+    );
 
     await cluster.start();
 

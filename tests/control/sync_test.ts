@@ -32,6 +32,8 @@ function fakeAggregator(clock: { now(): number }) {
     seen: [] as Seen[],
     delivered: [] as AuditEntry[],
     fail: {} as Partial<Record<"snapshot" | "audit", "500" | "network" | "garbage">>,
+    /** Runs while an audit delivery is in flight. */
+    duringAudit: () => {},
     async fetch(req: Request): Promise<Response> {
       const path = new URL(req.url).pathname;
       const body = await req.text();
@@ -44,9 +46,11 @@ function fakeAggregator(clock: { now(): number }) {
         signature: header,
         signed: await verifyBody(SECRET, body || path, header, clock.now()),
       });
+      if (path === AUDIT_PATH) agg.duringAudit();
       const failure = agg.fail[path === AUDIT_PATH ? "audit" : "snapshot"];
       if (failure === "network") throw new TypeError("connection refused");
-      if (failure === "500") return new Response("boom", { status: 500 });
+      // A 500 with a well-formed body still counts as a failure.
+      if (failure === "500") return Response.json(agg.snapshot, { status: 500 });
       if (failure === "garbage") return Response.json({ version: 1 });
       if (path === AUDIT_PATH) {
         agg.delivered.push(...JSON.parse(body).entries);
@@ -223,14 +227,16 @@ for (const failure of ["network", "500"] as const) {
     s.sync.audit(denial(1));
     s.sync.audit(denial(2));
     s.agg.fail.audit = failure;
+    s.agg.duringAudit = () => s.sync.audit(denial(3));
     await s.sync.refresh();
-    assert.equal(s.sync.pendingAudit(), 2);
+    assert.equal(s.sync.pendingAudit(), 3);
     assert.deepEqual(messages(s.lines, "warn"), ["audit delivery deferred"]);
 
     delete s.agg.fail.audit;
-    s.sync.audit(denial(3));
+    s.agg.duringAudit = () => {};
+    s.sync.audit(denial(4));
     await s.sync.refresh();
-    assert.deepEqual(tools(s.agg.delivered), ["tool-1", "tool-2", "tool-3"]);
+    assert.deepEqual(tools(s.agg.delivered), ["tool-1", "tool-2", "tool-3", "tool-4"]);
     assert.equal(s.sync.pendingAudit(), 0);
   });
 }

@@ -173,7 +173,7 @@ Deno.test("mitigation() returns an active mitigation's state, undefined otherwis
   assert.equal(view.mitigation("voice_text"), undefined);
 });
 
-Deno.test("tools(), createdAt() and isKnownTenant() read tenants from snapshot and file", () => {
+Deno.test("tools(), createdAt(), isKnownTenant() and inConfigFile() tell the tenants apart", () => {
   const view = new ControlView(
     fileConfig(),
     snapshot({
@@ -191,6 +191,8 @@ Deno.test("tools(), createdAt() and isKnownTenant() read tenants from snapshot a
   assert.equal(view.isKnownTenant("listed"), true);
   assert.equal(view.isKnownTenant("acme"), true);
   assert.equal(view.isKnownTenant("stranger"), false);
+  assert.equal(view.inConfigFile("acme"), true);
+  assert.equal(view.inConfigFile("listed"), false);
 });
 
 Deno.test("a view with no snapshot leaves config as it was", () => {

@@ -10,7 +10,7 @@ import {
   verifyEnv,
 } from "../../src/deploy/execute.ts";
 import { buildPlan, type Plan } from "../../src/deploy/plan.ts";
-import { minimalMapping, SECRETS } from "./plan_test.ts";
+import { minimalMapping, SECRETS } from "./_fixtures.ts";
 
 const ROOT = new URL("../../", import.meta.url);
 const readRepoFile = (path: string) => Deno.readTextFileSync(new URL(path, ROOT));
@@ -46,7 +46,10 @@ function fakeDeps(p: Plan, script: Partial<Record<string, (argv: string[]) => Ru
         JSON.stringify({
           revisionId: "rev_1",
           url: "https://console.deno.com/convergio/convergio-edge/builds/rev_1",
-          timelines: [{ partition: "x", domains: [argv.includes("--prod") ? PRODUCTION : PREVIEW] }],
+          timelines: [{
+            partition: "x",
+            domains: [argv.includes("--prod") ? PRODUCTION : PREVIEW],
+          }],
         }),
         "Uploading… done",
       ),
@@ -138,7 +141,7 @@ Deno.test("execute: --promote deploys to production after the preview is healthy
     return Promise.resolve(Response.json({ status: "ok", role: "edge" }));
   };
   await execute(p, slow.deps);
-  assert.equal(slow.sleeps(), 2 + 0);
+  assert.equal(slow.sleeps(), 2);
 });
 
 Deno.test("execute: a failing command stops the run, its output redacted; the env file still goes", async () => {
@@ -180,11 +183,17 @@ Deno.test("execute: a secret stored as plain text, or a missing variable, stops 
     execute(p, fakeDeps(p, { list: () => ({ code: 0, stdout: missing, stderr: "" }) }).deps),
     (err) => {
       assert.match(String(err), /ROLE is missing on Deno Deploy\n/);
-      assert.match(String(err), /BYOK_MASTER_KEYS is missing on Deno Deploy: set it as a secret in the console/);
+      assert.match(
+        String(err),
+        /BYOK_MASTER_KEYS is missing on Deno Deploy: set it as a secret in the console/,
+      );
       return true;
     },
   );
-  assert.throws(() => verifyEnv("{}", p), /cannot read `deno deploy env list --json`: not an array/);
+  assert.throws(
+    () => verifyEnv("{}", p),
+    /cannot read `deno deploy env list --json`: not an array/,
+  );
   assert.throws(() => verifyEnv("oops", p), /cannot read `deno deploy env list --json`/);
 });
 
@@ -192,11 +201,15 @@ Deno.test("deploymentUrl: the publish result's domains, else an app URL in the o
   const result = { timelines: [{ partition: "preview", domains: ["edge-x.org.deno.net/"] }] };
   assert.equal(deploymentUrl(JSON.stringify(result)), "https://edge-x.org.deno.net");
   assert.equal(
-    deploymentUrl(`Building…\n${JSON.stringify({ timelines: [{ domains: ["https://a.deno.dev"] }] })}\n`),
+    deploymentUrl(
+      `Building…\n${JSON.stringify({ timelines: [{ domains: ["https://a.deno.dev"] }] })}\n`,
+    ),
     "https://a.deno.dev",
   );
   assert.equal(
-    deploymentUrl("see https://console.deno.com/o/a/builds/1\nPreview: https://a-1.o.deno.net ready"),
+    deploymentUrl(
+      "see https://console.deno.com/o/a/builds/1\nPreview: https://a-1.o.deno.net ready",
+    ),
     "https://a-1.o.deno.net",
   );
   assert.equal(deploymentUrl(JSON.stringify({ timelines: [] })), undefined);

@@ -14,37 +14,18 @@ import {
   REDACTED,
   renderPlan,
 } from "../../src/deploy/plan.ts";
+import { minimalMapping, SECRETS, type Var } from "./_fixtures.ts";
 
 const ROOT = new URL("../../", import.meta.url);
 const readRepoFile = (path: string) => Deno.readTextFileSync(new URL(path, ROOT));
 
-export const SECRETS = {
-  CVG_METERING_SECRET: "metering-0123456789-abcdef-SECRET",
-  CVG_JWT_SECRET: "jwt-0123456789-abcdef-0123456789-SECRET",
-  CVG_REDIS_REST_TOKEN: "redis-token-0123456789-abcdef-SECRET",
-};
-
-type Var = { target: string; value?: string; secret?: boolean; console?: boolean };
-
-/** The smallest deployable mapping: the required variables only. */
-export function minimalMapping(extra: Var[] = []): { org: string; app: string; vars: Var[] } {
-  return {
-    org: "convergio",
-    app: "convergio-edge",
-    vars: [
-      { target: "AGGREGATOR_URL", value: "https://aggregator.example.com" },
-      { target: "METERING_SECRET", value: "env:CVG_METERING_SECRET", secret: true },
-      { target: "JWT_SECRET", value: "env:CVG_JWT_SECRET", secret: true },
-      { target: "REDIS_REST_URL", value: "https://edge.upstash.io" },
-      { target: "REDIS_REST_TOKEN", value: "env:CVG_REDIS_REST_TOKEN", secret: true },
-      { target: "BYOK_MASTER_KEYS", secret: true, console: true },
-      ...extra,
-    ],
-  };
-}
-
 function plan(overrides: Partial<PlanInput> = {}): Plan {
-  return buildPlan({ mapping: minimalMapping(), env: SECRETS, readFile: readRepoFile, ...overrides });
+  return buildPlan({
+    mapping: minimalMapping(),
+    env: SECRETS,
+    readFile: readRepoFile,
+    ...overrides,
+  });
 }
 
 /** The problems buildPlan reports for a mapping. */
@@ -59,7 +40,10 @@ function problems(mapping: unknown, env: Record<string, string> = SECRETS): stri
 }
 
 function assertProblem(found: string[], pattern: RegExp) {
-  assert.ok(found.some((p) => pattern.test(p)), `no problem matches ${pattern}:\n${found.join("\n")}`);
+  assert.ok(
+    found.some((p) => pattern.test(p)),
+    `no problem matches ${pattern}:\n${found.join("\n")}`,
+  );
 }
 
 Deno.test("plan: maps the file to Deno Deploy variables, pins ROLE=edge and the Redis store", () => {
@@ -94,7 +78,12 @@ Deno.test("plan: maps the file to Deno Deploy variables, pins ROLE=edge and the 
 
 Deno.test("plan: preview only by default; --promote adds the production deployment", () => {
   const preview = plan();
-  assert.deepEqual(preview.steps.map((s) => s.kind), ["env-load", "env-verify", "deploy", "healthz"]);
+  assert.deepEqual(preview.steps.map((s) => s.kind), [
+    "env-load",
+    "env-verify",
+    "deploy",
+    "healthz",
+  ]);
   assert.equal(preview.promote, false);
   const deploy = preview.steps[2];
   assert.ok(deploy.kind === "deploy");
@@ -206,7 +195,10 @@ Deno.test("plan: secrets must come from the environment, be declared secret and 
 Deno.test("plan: BYOK needs the aggregator's master keys, or Key Vault by client credentials", () => {
   const base = minimalMapping().vars.filter((v) => v.target !== "BYOK_MASTER_KEYS");
   const mapping = (extra: Var[]) => ({ ...minimalMapping(), vars: [...base, ...extra] });
-  assertProblem(problems(mapping([])), /^BYOK_MASTER_KEYS: required for role edge with the local BYOK store/);
+  assertProblem(
+    problems(mapping([])),
+    /^BYOK_MASTER_KEYS: required for role edge with the local BYOK store/,
+  );
   assertProblem(
     problems(mapping([{ target: "BYOK_STORE", value: "azure_key_vault" }])),
     /^BYOK_AZURE_AUTH: must be client_credentials: Deno Deploy has no managed identity/,
@@ -267,12 +259,21 @@ Deno.test("plan: refuses what has no place on a Deno Deploy edge", () => {
   assertProblem(found, /^PORT: not allowed on a Deno Deploy edge/);
   assertProblem(found, /^DATA_DIR: not allowed on a Deno Deploy edge/);
   assertProblem(found, /^METERING_SPOOL_FILE: not allowed/);
-  assertProblem(found, /^ROLE: must be edge \(this task deploys the edge role only\), not aggregator/);
+  assertProblem(
+    found,
+    /^ROLE: must be edge \(this task deploys the edge role only\), not aggregator/,
+  );
   assertProblem(found, /^BUDGET_STORE: must be redis/);
-  assertProblem(found, /^DENO_DEPLOYMENT_ID: not allowed on a Deno Deploy edge: Deno Deploy sets it/);
+  assertProblem(
+    found,
+    /^DENO_DEPLOYMENT_ID: not allowed on a Deno Deploy edge: Deno Deploy sets it/,
+  );
   assertProblem(found, /^DENO_DIR: not allowed by Deno Deploy: DENO_ names are reserved/);
   assertProblem(found, /^OTEL_DENO: not allowed by Deno Deploy: LD_ and OTEL_/);
-  assertProblem(found, /^AZURE_CLIENT_ID: not allowed by Deno Deploy: reserved for Cloud Connections/);
+  assertProblem(
+    found,
+    /^AZURE_CLIENT_ID: not allowed by Deno Deploy: reserved for Cloud Connections/,
+  );
   assertProblem(found, /^KX+: not allowed by Deno Deploy: longer than 128 bytes/);
   assertProblem(found, /^BIG: longer than Deno Deploy's 16384 bytes/);
   // Names Deno Deploy lets through under DENO_.
@@ -285,7 +286,10 @@ Deno.test("plan: refuses what has no place on a Deno Deploy edge", () => {
 });
 
 Deno.test("plan: validates the file's shape and values", () => {
-  assertProblem(problems({ org: "Convergio!", app: "edge", vars: [] }), /^org: must be a Deno Deploy/);
+  assertProblem(
+    problems({ org: "Convergio!", app: "edge", vars: [] }),
+    /^org: must be a Deno Deploy/,
+  );
   assertProblem(problems([]), /^\(root\): /);
   assertProblem(
     problems({ org: "o", app: "a", vars: [{ target: "lower", value: "x" }] }),
@@ -318,7 +322,10 @@ Deno.test("plan: runs the gateway's own config validation over the edge environm
     unmapped,
     /^gateway config: providers\.openai\.api_key: environment variable OPENAI_API_KEY is not set/,
   );
-  assertProblem(unmapped, /^gateway config: tenants\.acme\.byok_keys\.openai: environment variable ACME_OPENAI_KEY/);
+  assertProblem(
+    unmapped,
+    /^gateway config: tenants\.acme\.byok_keys\.openai: environment variable ACME_OPENAI_KEY/,
+  );
   assertProblem(
     problems(minimalMapping([{ target: "LOG_LEVEL", value: "verbose" }])),
     /^gateway config: observability\.log_level: /,
@@ -338,7 +345,9 @@ Deno.test("plan: runs the gateway's own config validation over the edge environm
 });
 
 Deno.test("plan: the shipped example mapping is deployable once its secrets are set", async () => {
-  const mapping = JSON.parse(await Deno.readTextFile(new URL("infra/deploy/deploy.env.example.json", ROOT)));
+  const mapping = JSON.parse(
+    await Deno.readTextFile(new URL("infra/deploy/deploy.env.example.json", ROOT)),
+  );
   const env: Record<string, string> = {};
   for (const v of mapping.vars) {
     if (v.value?.startsWith("env:")) env[v.value.slice(4)] = `${v.value.slice(4)}-0123456789abcdef`;

@@ -25,6 +25,7 @@ param redisCapacity = 1
 
 param meteringSecret = readEnvironmentVariable('CVG_METERING_SECRET')
 param jwtSecret = readEnvironmentVariable('CVG_JWT_SECRET')
+param byokMasterKeys = readEnvironmentVariable('CVG_BYOK_MASTER_KEYS')
 param redisRestToken = readEnvironmentVariable('CVG_REDIS_REST_TOKEN')
 param secretsRotatedOn = '2026-11-01'
 param secretRotationDays = 90

@@ -174,6 +174,10 @@ resource aggregator 'Microsoft.App/containerApps@2024-03-01' = {
               secretRef: 'jwt-secret'
             }
             {
+              name: 'BYOK_MASTER_KEYS'
+              secretRef: 'byok-master-keys'
+            }
+            {
               name: 'OTEL_DENO'
               value: 'true'
             }

@@ -1,0 +1,26 @@
+/** Shared by the deploy tests: a minimal deployable mapping and the secrets it reads. */
+
+export const SECRETS = {
+  CVG_METERING_SECRET: "metering-0123456789-abcdef-SECRET",
+  CVG_JWT_SECRET: "jwt-0123456789-abcdef-0123456789-SECRET",
+  CVG_REDIS_REST_TOKEN: "redis-token-0123456789-abcdef-SECRET",
+};
+
+export type Var = { target: string; value?: string; secret?: boolean; console?: boolean };
+
+/** The smallest deployable mapping: the required variables only. */
+export function minimalMapping(extra: Var[] = []): { org: string; app: string; vars: Var[] } {
+  return {
+    org: "convergio",
+    app: "convergio-edge",
+    vars: [
+      { target: "AGGREGATOR_URL", value: "https://aggregator.example.com" },
+      { target: "METERING_SECRET", value: "env:CVG_METERING_SECRET", secret: true },
+      { target: "JWT_SECRET", value: "env:CVG_JWT_SECRET", secret: true },
+      { target: "REDIS_REST_URL", value: "https://edge.upstash.io" },
+      { target: "REDIS_REST_TOKEN", value: "env:CVG_REDIS_REST_TOKEN", secret: true },
+      { target: "BYOK_MASTER_KEYS", secret: true, console: true },
+      ...extra,
+    ],
+  };
+}
