@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Restore drill: a real point-in-time restore of the usage ledger, on scratch
-# servers, in about ten seconds. Run it monthly (docs/backups-and-dr.md).
+# servers, in about 20 seconds. Run it monthly (docs/backups-and-dr.md).
 #
 #  1. A scratch primary (initdb, a free port) archiving WAL with the
 #     archive_command of infra/postgres/postgresql.backup.conf (the archive
@@ -9,7 +9,8 @@
 #     usage_events.
 #  2. A base backup with infra/postgres/base-backup.sh (verify and retention
 #     included), then batch B, a WAL switch, the target time, batch C, a WAL
-#     switch. The primary is then killed, as in a real loss.
+#     switch. The primary is then stopped at once (immediate), as in a
+#     crash.
 #  3. The restore: a new data directory from the base backup (its own pg_wal
 #     left out, so every WAL record comes from the archive),
 #     recovery.signal, restore_command from the same conf file,
@@ -77,12 +78,16 @@ else
   as_pg() { (cd / && exec "$@"); }
 fi
 
-# A port nothing listens on (bash's /dev/tcp connect fails). Another process
-# could take it before postgres does: rare enough, and pg_ctl then fails.
+# A port nothing listens on (bash's /dev/tcp connect fails), below the
+# kernel's ephemeral range so no client socket or port-0 listener (other
+# tests' servers) can be handed it meanwhile. A fixed-port server starting in
+# between would still make pg_ctl fail: rare enough.
 free_port() {
-  local port _
+  local port low=32768 _
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+  [[ $low =~ ^[0-9]+$ && $low -gt 20000 ]] || low=32768
   for _ in $(seq 1 100); do
-    port=$((20000 + RANDOM % 40000))
+    port=$((15000 + RANDOM % (low - 15000)))
     [[ " $* " == *" $port "* ]] && continue
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       echo "$port"

@@ -14,8 +14,8 @@ export const ENV_FILE = "<env-file>";
 export const REDACTED = "[redacted]";
 /** Short values would make redaction mangle unrelated output, and are weak secrets anyway. */
 export const MIN_SECRET_CHARS = 16;
-/** The config check's stand-in for a value set in the console. */
-const CONSOLE_PLACEHOLDER = "set-in-the-deno-deploy-console";
+/** The config check's stand-in for a value set in the console: valid as a URL and as a credential. */
+const CONSOLE_PLACEHOLDER = "https://deno-deploy-console.invalid/placeholder";
 
 type Rule =
   | { kind: "pinned"; value: string; why: string }

@@ -1,9 +1,9 @@
-/** Shared by the deploy tests: a minimal deployable mapping and the secrets it reads. */
+/** Shared by the deploy tests: a minimal deployable mapping and the (test) secrets it reads. */
 
 export const SECRETS = {
-  CVG_METERING_SECRET: "metering-0123456789-abcdef-SECRET",
-  CVG_JWT_SECRET: "jwt-0123456789-abcdef-0123456789-SECRET",
-  CVG_REDIS_REST_TOKEN: "redis-token-0123456789-abcdef-SECRET",
+  CVG_METERING_SECRET: "test-metering-0123456789-abcdef",
+  CVG_JWT_SECRET: "test-jwt-0123456789-abcdef-0123456789",
+  CVG_REDIS_REST_TOKEN: "test-redis-token-0123456789-abcdef",
 };
 
 export type Var = { target: string; value?: string; secret?: boolean; console?: boolean };

@@ -8,12 +8,9 @@
  * resource types, API versions and property names (docs/deploy.md).
  */
 import assert from "node:assert/strict";
-// Test-only tools, pinned here rather than in the app's import map.
-// deno-lint-ignore no-import-prefix
-import { Language, type Node, Parser } from "npm:web-tree-sitter@0.25.10";
+import { Language, type Node, Parser } from "web-tree-sitter";
 // Puts the grammar package in the module graph so its .wasm resolves to a file below.
-// deno-lint-ignore no-import-prefix
-import "npm:tree-sitter-bicep@1.1.0/src/node-types.json" with { type: "json" };
+import "tree-sitter-bicep/src/node-types.json" with { type: "json" };
 
 const AZURE = decodeURIComponent(new URL("../../infra/azure/", import.meta.url).pathname);
 const ENVS = ["dev", "prod"];
@@ -23,7 +20,7 @@ const parser = new Parser();
 parser.setLanguage(
   await Language.load(
     await Deno.readFile(
-      new URL(import.meta.resolve("npm:tree-sitter-bicep@1.1.0/tree-sitter-bicep.wasm")),
+      new URL(import.meta.resolve("tree-sitter-bicep/tree-sitter-bicep.wasm")),
     ),
   ),
 );
