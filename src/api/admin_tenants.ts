@@ -1,3 +1,4 @@
+import { own } from "../record.ts";
 import { type Context, Hono } from "hono";
 import { z } from "zod";
 import { requireRole } from "../auth/roles.ts";
@@ -81,7 +82,7 @@ export function adminTenantsRoutes(deps: AdminTenantsDeps) {
 
   app.get("/tenants/:id", async (c) => {
     const id = scopedTenant(c.var.principal, c.req.param("id"))!;
-    const t = (await control.snapshot()).tenants[id];
+    const t = own((await control.snapshot()).tenants, id);
     if (!t) throw notFound(`tenant ${id}`);
     return reply(c, { tenant: { id, ...t } });
   });

@@ -105,7 +105,7 @@ export async function queryAudit(sql: Sql, q: AuditQuery): Promise<AuditRow[]> {
       prev_hash, hash
     FROM audit_log
     WHERE (${q.actor ?? null}::text IS NULL OR actor = ${q.actor ?? null})
-      AND (${q.action ?? null}::text IS NULL OR action LIKE ${q.action ?? ""} || '%')
+      AND (${q.action ?? null}::text IS NULL OR starts_with(action, ${q.action ?? ""}))
       AND (${q.target ?? null}::text IS NULL OR target = ${q.target ?? null})
       AND (${q.tenant ?? null}::text IS NULL OR actor_tenant = ${q.tenant ?? null}
         OR target = 'tenant:' || ${q.tenant ?? ""})

@@ -75,13 +75,20 @@ export class DbHealth {
     this.#probe = setInterval(() => void this.#check(), this.deps.probeMs);
   }
 
+  #probing = false;
+
   async #check(): Promise<void> {
+    // A probe that hangs on connect must not pile up behind itself.
+    if (this.#probing) return;
+    this.#probing = true;
     try {
       await this.deps.sql`SELECT 1`;
     } catch {
       // Counted, so the RB-5 alert keeps firing while writes are refused unattempted.
       this.deps.metrics.dbErrors.inc({ op: "probe" });
       return;
+    } finally {
+      this.#probing = false;
     }
     if (!this.#down) return;
     clearInterval(this.#probe);

@@ -107,7 +107,7 @@ export function evaluateFlag<N extends FlagName>(
   const s = state ?? defaultFlagState(name);
   const pick = (value: unknown, source: FlagSource) => ({ value: value as FlagValue<N>, source });
   if (s.killed) return pick(FLAG_DEFS[name].killed, "killed");
-  if (tenant in s.overrides) return pick(s.overrides[tenant], "override");
+  if (Object.hasOwn(s.overrides, tenant)) return pick(s.overrides[tenant], "override");
   if (s.canary && canaryBucket(name, tenant) < s.canary.percent) {
     return pick(s.canary.value, "canary");
   }

@@ -116,8 +116,9 @@ export function createControlSync(deps: ControlSyncDeps) {
       }
       if (!res.ok) throw new Error(`snapshot answered ${res.status}`);
       const snapshot = ControlSnapshotSchema.parse(await res.json());
-      view.apply(snapshot, await openKeys(snapshot.byok));
+      // Overrides first: if the store fails, the view stays behind and the next poll retries both.
       await syncOverrides(snapshot.budget_overrides);
+      view.apply(snapshot, await openKeys(snapshot.byok));
       metrics.controlSyncs.inc({ outcome: "updated" });
       return true;
     } catch (err) {
@@ -132,6 +133,12 @@ export function createControlSync(deps: ControlSyncDeps) {
     }
   }
 
+  function dropOldest() {
+    if (pendingAudit.length <= maxPending) return;
+    const lost = pendingAudit.splice(0, pendingAudit.length - maxPending);
+    log.error("audit entries dropped: aggregator unreachable too long", { dropped: lost.length });
+  }
+
   async function flushAudit(): Promise<void> {
     if (!pendingAudit.length) return;
     const batch = pendingAudit.splice(0, 500);
@@ -141,6 +148,7 @@ export function createControlSync(deps: ControlSyncDeps) {
       if (!res.ok) throw new Error(`audit answered ${res.status}`);
     } catch (err) {
       pendingAudit.unshift(...batch);
+      dropOldest();
       log.warn("audit delivery deferred", {
         pending: pendingAudit.length,
         error: (err as Error).message,
@@ -154,12 +162,7 @@ export function createControlSync(deps: ControlSyncDeps) {
     /** Queues an audit entry for the aggregator; delivered with the next poll. */
     audit(entry: AuditEntry): void {
       pendingAudit.push(entry);
-      if (pendingAudit.length > maxPending) {
-        const lost = pendingAudit.splice(0, pendingAudit.length - maxPending);
-        log.error("audit entries dropped: aggregator unreachable too long", {
-          dropped: lost.length,
-        });
-      }
+      dropOldest();
     },
     pendingAudit: () => pendingAudit.length,
   };

@@ -1,3 +1,4 @@
+import { own } from "../record.ts";
 import type { Config } from "../config.ts";
 import type { Secret } from "../secret.ts";
 import { evaluateFlag, type FlagName, type FlagSource, type FlagValue } from "./flags.ts";
@@ -36,7 +37,7 @@ export class ControlView {
     const base = this.#base;
     const tenants = { ...base.tenants };
     for (const [id, t] of Object.entries(snapshot.tenants)) {
-      const file = base.tenants[id];
+      const file = own(base.tenants, id);
       tenants[id] = {
         byok_keys: file?.byok_keys ?? {},
         plan: t.plan ?? file?.plan,
@@ -45,7 +46,7 @@ export class ControlView {
       };
     }
     for (const [id, keys] of Object.entries(byok)) {
-      const t = tenants[id] ?? { byok_keys: {}, limits: {} };
+      const t = own(tenants, id) ?? { byok_keys: {}, limits: {} };
       tenants[id] = { ...t, byok_keys: { ...t.byok_keys, ...keys } };
     }
     const models = { ...base.models };
@@ -82,21 +83,22 @@ export class ControlView {
 
   /** A tenant's tool allow-list; null when it has none. */
   tools(tenant: string): string[] | null {
-    return this.#snapshot.tenants[tenant]?.tools ?? null;
+    return own(this.#snapshot.tenants, tenant)?.tools ?? null;
   }
 
   /** When the tenant was created through the admin API; undefined for others. */
   createdAt(tenant: string): number | undefined {
-    const t = this.#snapshot.tenants[tenant];
+    const t = own(this.#snapshot.tenants, tenant);
     return t ? Date.parse(t.created_at) : undefined;
   }
 
   /** Named in the config file: a tenant from before any admin-API change. */
   inConfigFile(tenant: string): boolean {
-    return tenant in this.#base.tenants;
+    return Object.hasOwn(this.#base.tenants, tenant);
   }
 
   isKnownTenant(tenant: string): boolean {
-    return tenant in this.#snapshot.tenants || tenant in this.#base.tenants;
+    return Object.hasOwn(this.#snapshot.tenants, tenant) ||
+      Object.hasOwn(this.#base.tenants, tenant);
   }
 }

@@ -1,3 +1,4 @@
+import { own } from "../record.ts";
 import type { Clock } from "../clock.ts";
 import type { Config, Mode, ModelConfig } from "../config.ts";
 import { GatewayError } from "../errors.ts";
@@ -130,7 +131,7 @@ export function createRouter(deps: RouterDeps) {
   }
 
   function targets(p: RouteParams): Target[] {
-    const byok = config.tenants[p.tenantId]?.byok_keys ?? {};
+    const byok = own(config.tenants, p.tenantId)?.byok_keys ?? {};
     const out: Target[] = [];
     for (const d of ordered(p)) {
       const adapter = adapters[d.provider];

@@ -1,3 +1,4 @@
+import { own } from "../record.ts";
 import type { ControlView } from "../control/view.ts";
 import { Hono } from "hono";
 import type { AppEnv } from "../api/context.ts";
@@ -169,7 +170,7 @@ class VoiceRequest {
     const p = this.session.principal;
     const cfg = this.deps.config;
     const secret = p.mode === "byok"
-      ? cfg.tenants[p.tenant_id]?.byok_keys[provider]
+      ? own(cfg.tenants, p.tenant_id)?.byok_keys[provider]
       : (cfg.providers[provider] as { api_key?: { reveal(): string } }).api_key;
     return secret?.reveal();
   }
