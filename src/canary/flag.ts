@@ -93,7 +93,10 @@ export class FlagSwitch implements TrafficSwitch {
   async preflight(): Promise<void> {
     const url = this.#base.replace(/\/admin\/flags\/[^/]+$/, "/admin/flags");
     const body = await this.#call("GET", url);
-    const flags = body.flags as Record<string, { canary?: { value: unknown } | null; killed?: boolean }>;
+    const flags = body.flags as Record<
+      string,
+      { canary?: { value: unknown } | null; killed?: boolean }
+    >;
     const state = flags?.[this.o.name];
     if (!state) {
       throw new Error(

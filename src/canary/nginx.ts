@@ -93,7 +93,9 @@ export class NginxSwitch implements TrafficSwitch {
       throw err;
     }
     const w = weightsFor(percent);
-    return `wrote ${this.o.file} (stable weight ${w.stable}, canary weight ${w.canary}), ${
+    const side = (name: string, weight: number) =>
+      weight ? `${name} weight ${weight}` : `${name} left out`;
+    return `wrote ${this.o.file} (${side("stable", w.stable)}, ${side("canary", w.canary)}), ${
       this.o.conf ? "nginx -t ok, " : ""
     }reloaded`;
   }

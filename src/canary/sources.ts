@@ -189,7 +189,9 @@ export function combine(sources: Source[]): Source {
     let buckets: Array<[number, number]> | undefined;
     if (withBuckets) {
       const merged = new Map<number, number>();
-      for (const s of samples) for (const [le, n] of s.buckets!) merged.set(le, (merged.get(le) ?? 0) + n);
+      for (const s of samples) {
+        for (const [le, n] of s.buckets!) merged.set(le, (merged.get(le) ?? 0) + n);
+      }
       buckets = [...merged].sort((a, b) => a[0] - b[0]);
     }
     return {

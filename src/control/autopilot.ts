@@ -81,6 +81,17 @@ export function createAutopilot(deps: AutopilotDeps) {
     }
   }
 
+  /** The mitigation as the snapshot has it; a hold it no longer shows (an operator lifted it) is forgotten. */
+  function current(m: MitigationName) {
+    const active = view.mitigation(m);
+    if (!active) held.delete(m);
+    return active;
+  }
+
+  /** Another edge's autopilot holds it: this edge joins, so it lasts until the last one clears. */
+  const joinable = (m: MitigationName, active: { sources: string[] }) =>
+    active.sources.length > 0 && !held.has(m);
+
   const heldLongEnough = (m: MitigationName, windowMs: number) =>
     clock.now() - (held.get(m) ?? 0) >= windowMs;
 
@@ -99,9 +110,13 @@ export function createAutopilot(deps: AutopilotDeps) {
         if (!worst || ratio > worst.ratio) worst = { provider, ratio };
       }
     }
+    const active = current("avoid_provider");
     const mine = held.has("avoid_provider");
-    const active = view.mitigation("avoid_provider");
-    if (worst && !active) {
+    if (
+      worst &&
+      (!active ||
+        (joinable("avoid_provider", active) && active.params.provider === worst.provider))
+    ) {
       await act({
         mitigation: "avoid_provider",
         active: true,
@@ -132,8 +147,8 @@ export function createAutopilot(deps: AutopilotDeps) {
       { scope: "global", period: "day", bucket: periodsAt(clock.now()).day },
     ]);
     const fraction = spent / usdToMicro(deps.globalDailyCapUsd);
-    const active = view.mitigation("enforce_downgrade");
-    if (fraction > c.threshold && !active) {
+    const active = current("enforce_downgrade");
+    if (fraction > c.threshold && (!active || joinable("enforce_downgrade", active))) {
       await act({
         mitigation: "enforce_downgrade",
         active: true,
@@ -152,8 +167,11 @@ export function createAutopilot(deps: AutopilotDeps) {
     const c = config.voice_text;
     const d = voiceWindow.add(clock.now(), await deps.voiceCounts());
     const ratio = d.total ? d.bad / d.total : 0;
-    const active = view.mitigation("voice_text");
-    if (d.covered >= c.window_ms && d.total >= c.min_events && ratio > c.threshold && !active) {
+    const active = current("voice_text");
+    if (
+      d.covered >= c.window_ms && d.total >= c.min_events && ratio > c.threshold &&
+      (!active || joinable("voice_text", active))
+    ) {
       await act({
         mitigation: "voice_text",
         active: true,

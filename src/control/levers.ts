@@ -188,8 +188,8 @@ export function applyMitigation(
     reason: opts.reason,
   }, async (tx) => {
     const before = await readMitigation(tx, name);
-    if (before && opts.source && !before.sources.length) {
-      return { before, after: before, result: before };
+    if (before && opts.source && (!before.sources.length || before.sources.includes(opts.source))) {
+      return { before, after: before, result: before, noop: true };
     }
     const sources = opts.source
       ? [...new Set([...(before?.sources ?? []), opts.source])].sort()
@@ -232,13 +232,14 @@ export function revertMitigation(
         status: 404,
       });
     }
-    if (opts.source) {
-      const sources = before.sources.filter((s) => s !== opts.source);
-      if (!before.sources.length || sources.length) {
-        await tx`UPDATE mitigations SET sources = ${sources} WHERE name = ${name}`;
-        const after = before.sources.length ? { ...before, sources } : before;
-        return { before, after, result: after };
-      }
+    if (opts.source && !before.sources.includes(opts.source)) {
+      return { before, after: before, result: before, noop: true };
+    }
+    const sources = before.sources.filter((s) => s !== opts.source);
+    if (opts.source && sources.length) {
+      await tx`UPDATE mitigations SET sources = ${sources} WHERE name = ${name}`;
+      const after = { ...before, sources };
+      return { before, after, result: after };
     }
     await tx`DELETE FROM mitigations WHERE name = ${name}`;
     return { before, after: null, result: null };

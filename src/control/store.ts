@@ -22,6 +22,8 @@ export interface Change<T> {
   result: T;
   /** The target, when only the change itself finds out what it acts on. */
   target?: string;
+  /** Nothing changed: no audit row. */
+  noop?: boolean;
 }
 
 export interface ControlStoreDeps {
@@ -95,6 +97,8 @@ async function readSnapshot(sql: Sql): Promise<Omit<ControlSnapshot, "version">>
 export function createControlStore(deps: ControlStoreDeps) {
   const { sql, clock, log, health } = deps;
   let cached: { snapshot: ControlSnapshot; at: number } | undefined;
+  /** The copy before the last change: what reads fall back on if the rebuild fails. */
+  let stale: ControlSnapshot | undefined;
   let building: Promise<ControlSnapshot> | undefined;
   const listeners: Array<() => Promise<unknown>> = [];
 
@@ -119,7 +123,8 @@ export function createControlStore(deps: ControlStoreDeps) {
     try {
       return await building;
     } catch (err) {
-      if (cached) return cached.snapshot;
+      const last = cached?.snapshot ?? stale;
+      if (last) return last;
       throw err;
     }
   }
@@ -135,14 +140,14 @@ export function createControlStore(deps: ControlStoreDeps) {
     fn: (tx: Sql) => Promise<Change<T>>,
   ): Promise<T> {
     if (!what.action.startsWith("mitigation.")) {
-      const current = cached?.snapshot ?? await snapshot();
-      if (current.mitigations.read_only) {
+      if ((await snapshot()).mitigations.read_only) {
         throw readOnlyError("the read_only mitigation is on; admin writes are refused");
       }
     }
     const result = await health.run("control_write", () =>
       sql.begin(async (tx) => {
         const c = await fn(tx as unknown as Sql);
+        if (c.noop) return c.result;
         const entry: AuditEntry = {
           ...who,
           action: what.action,
@@ -154,6 +159,7 @@ export function createControlStore(deps: ControlStoreDeps) {
         await appendAudit(tx as unknown as Sql, entry, clock.now());
         return c.result;
       }) as Promise<T>);
+    if (cached) stale = cached.snapshot;
     cached = undefined;
     log.warn("admin change", { ...who, action: what.action, target: what.target });
     for (const l of listeners) await l();

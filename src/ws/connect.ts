@@ -133,7 +133,10 @@ export async function acceptSocket(
     clearInterval(idle);
     const normal = e.code === 1000 || e.code === 1001;
     if (!normal) {
-      metrics.wsDropouts.inc({ kind, reason: e.code === 1006 ? "abnormal_1006" : String(e.code) });
+      metrics.wsDropouts.inc({
+        kind,
+        reason: e.code === 1006 || e.code === 0 ? "abnormal_1006" : String(e.code),
+      });
     }
     // A socket the session already left (it resumed elsewhere) changes nothing.
     if (!s.isCurrent(socket)) return;

@@ -262,8 +262,11 @@ Deno.test("RB-5 role split: the aggregator's database is down; the edge serves o
       body: { tools: ["get_time"], reason: "acme may only tell the time" },
     });
     assert.equal(tools.status, 200, tools.text);
+    // Once the edge has both changes, the aggregator has built the snapshot that holds them.
     await waitUntil(
-      async () => (await served(e, user)).model === "convergio-mini",
+      async () =>
+        e.deps.edge!.control.tools("acme")?.join() === "get_time" &&
+        (await served(e, user)).model === "convergio-mini",
       "the edge applies the snapshot",
     );
     await chats(edge, user, ["split-before"]);
