@@ -11,6 +11,8 @@ import type { ControlStore } from "./control/store.ts";
 import type { ControlView } from "./control/view.ts";
 import type { KeyStore } from "./keys/keystore.ts";
 import { adminByokRoutes } from "./api/admin_byok.ts";
+import { adminProvidersRoutes } from "./api/admin_providers.ts";
+import { adminStatsRoutes } from "./api/admin_stats.ts";
 import { adminLedgerRoutes } from "./api/admin_ledger.ts";
 import { forwardToAggregator } from "./api/aggregator_proxy.ts";
 import { loginRoutes, sessionRoutes } from "./api/auth_routes.ts";
@@ -185,6 +187,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     const socketDeps = { ...deps, ...edge, chat, defaultModel, report };
     app.route("/v1", chatSocketRoutes(socketDeps));
     app.route("/v1", voiceSocketRoutes(socketDeps));
+    app.route("/admin", adminProvidersRoutes({ router: edge.router, config }));
   }
 
   if (aggregator) {
@@ -197,6 +200,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     app.route("/admin", adminTenantsRoutes(controlDeps));
     app.route("/admin", adminApiKeysRoutes(controlDeps));
     app.route("/admin", adminByokRoutes(controlDeps));
+    app.route("/admin", adminStatsRoutes(controlDeps));
     const plugins = pluginRoutes(controlDeps);
     app.use("/v1/plugins", requireAuth);
     app.use("/v1/plugins/*", requireAuth);

@@ -1,3 +1,4 @@
+import { usageByUser } from "../metering/stats.ts";
 import { Hono } from "hono";
 import { z } from "zod";
 import { scopedTenant } from "../auth/tenant_scope.ts";
@@ -93,6 +94,28 @@ export function usageRoutes(deps: UsageRouteDeps) {
         ...month,
         budget: state(month.managed_cost_usd, limits.monthly_budget_usd),
       },
+      request_id: c.var.requestId,
+    });
+  });
+
+  /** The tenant's usage per user, this UTC day or month. */
+  app.get("/users", async (c) => {
+    const q = parseQuery(
+      z.strictObject({
+        period: z.enum(["day", "month"]).default("day"),
+        tenant_id: z.string().min(1).optional(),
+      }),
+      c.req.query(),
+    );
+    const tenant = scopedTenant(c.var.principal, q.tenant_id) ?? c.var.principal.tenant_id;
+    const day = new Date(clock.now()).toISOString().slice(0, 10);
+    const from = q.period === "day" ? day : monthStart(day);
+    return c.json({
+      tenant_id: tenant,
+      period: q.period,
+      from,
+      to: day,
+      users: await usageByUser(sql, tenant, from, day),
       request_id: c.var.requestId,
     });
   });

@@ -23,6 +23,11 @@ export class ControlView {
     if (snapshot) this.apply(snapshot);
   }
 
+  /** The config with the snapshot laid over it. */
+  get effectiveConfig(): Config {
+    return this.config;
+  }
+
   get snapshot(): ControlSnapshot {
     return this.#snapshot;
   }

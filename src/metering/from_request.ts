@@ -18,6 +18,7 @@ export function usageEventOf(r: FinishedRequest): UsageEvent | undefined {
     audio_seconds_in: r.audio_seconds_in,
     audio_seconds_out: r.audio_seconds_out,
     latency_ms: Math.max(0, Math.round(r.latency_ms)),
+    ttft_ms: r.ttft_ms === undefined ? null : Math.max(0, Math.round(r.ttft_ms)),
     success,
     error_code: success ? null : (r.error_code ?? "internal"),
     mode: r.mode,

@@ -46,16 +46,16 @@ async function insertEvents(sql: Sql, batchId: string, events: UsageEvent[]): Pr
         request_id text, tenant_id text, user_id text, session_id text, provider text,
         model text, input_tokens integer, output_tokens integer, tool_calls_count integer,
         audio_seconds_in double precision, audio_seconds_out double precision,
-        latency_ms integer, success boolean, error_code text, mode text,
+        latency_ms integer, ttft_ms integer, success boolean, error_code text, mode text,
         cost_usd numeric, occurred_at timestamptz)
     ),
     ins AS (
       INSERT INTO usage_events (request_id, tenant_id, user_id, session_id, provider, model,
         input_tokens, output_tokens, tool_calls_count, audio_seconds_in, audio_seconds_out,
-        latency_ms, success, error_code, mode, cost_usd, occurred_at, batch_id)
+        latency_ms, ttft_ms, success, error_code, mode, cost_usd, occurred_at, batch_id)
       SELECT request_id, tenant_id, user_id, session_id, provider, model,
         input_tokens, output_tokens, tool_calls_count, audio_seconds_in, audio_seconds_out,
-        latency_ms, success, error_code, mode, cost_usd, occurred_at, ${batchId}
+        latency_ms, ttft_ms, success, error_code, mode, cost_usd, occurred_at, ${batchId}
       FROM input
       ON CONFLICT (tenant_id, request_id) DO NOTHING
       RETURNING *

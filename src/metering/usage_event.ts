@@ -19,6 +19,8 @@ export const UsageEventSchema = z.strictObject({
   audio_seconds_in: z.number().nonnegative(),
   audio_seconds_out: z.number().nonnegative(),
   latency_ms: z.number().int().nonnegative(),
+  /** Time to first token of a stream; absent for non-streamed requests (and older edges). */
+  ttft_ms: z.number().int().nonnegative().nullable().optional(),
   success: z.boolean(),
   error_code: z.string().min(1).nullable(),
   mode: ModeSchema,
