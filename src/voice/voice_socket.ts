@@ -389,7 +389,7 @@ export function voiceSocketRoutes(deps: VoiceSocketDeps) {
                 type: "voice.degraded",
                 request_id: frame.request_id,
                 mode: "text-only",
-                reason: "voice answers in text for now; send voice.transcript or chat.start",
+                reason: "voice is text-only for now; send voice.transcript or chat.start",
               });
               return;
             }
