@@ -1,3 +1,4 @@
+import { call } from "../support/admin_client.ts";
 import assert from "node:assert/strict";
 import { freshPostgres } from "../support/db.ts";
 import { startGateway, testConfig, type TestGateway } from "../support/gateway.ts";
@@ -56,26 +57,6 @@ async function withPair(fn: (pair: Pair) => Promise<void>) {
     await Deno.remove(aggDir, { recursive: true });
     await Deno.remove(edgeDir, { recursive: true });
   }
-}
-
-async function call(
-  gw: TestGateway,
-  method: string,
-  path: string,
-  opts: { token?: string; body?: unknown; requestId?: string } = {},
-) {
-  const headers: Record<string, string> = {};
-  if (opts.token) headers.authorization = `Bearer ${opts.token}`;
-  if (opts.body !== undefined) headers["content-type"] = "application/json";
-  if (opts.requestId) headers["x-request-id"] = opts.requestId;
-  const res = await fetch(`${gw.url}${path}`, {
-    method,
-    headers,
-    body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
-  });
-  const text = await res.text();
-  const json = res.headers.get("content-type")?.includes("json") ? JSON.parse(text) : undefined;
-  return { status: res.status, headers: res.headers, text, json };
 }
 
 Deno.test("roles: the edge meters to a remote aggregator and forwards login and usage to it", async () => {

@@ -26,7 +26,7 @@ export const REASON = "end-to-end test change";
 
 /** Calls the gateway and reads the whole answer. */
 export async function call(
-  gw: TestGateway,
+  gw: { url: string },
   method: string,
   path: string,
   opts: CallOpts = {},

@@ -8,40 +8,14 @@ import type { Clock } from "../../src/clock.ts";
 import type { RuntimeOverrides } from "../../src/compose.ts";
 import type { AuditRow } from "../../src/control/audit.ts";
 import { freshPostgres } from "./db.ts";
+import { call, type Reply } from "./admin_client.ts";
 import { startGateway, testConfig, type TestGateway } from "./gateway.ts";
+
+export { call, type Reply };
 
 /** Anything with a base URL: a TestGateway, or a process. */
 export interface HasUrl {
   url: string;
-}
-
-export interface Reply {
-  status: number;
-  headers: Headers;
-  text: string;
-  // deno-lint-ignore no-explicit-any
-  json: any;
-}
-
-/** One HTTP call; the body is JSON, the answer is read whole (JSON when it says so). */
-export async function call(
-  gw: HasUrl,
-  method: string,
-  path: string,
-  opts: { token?: string; body?: unknown; requestId?: string } = {},
-): Promise<Reply> {
-  const headers: Record<string, string> = {};
-  if (opts.token) headers.authorization = `Bearer ${opts.token}`;
-  if (opts.body !== undefined) headers["content-type"] = "application/json";
-  if (opts.requestId) headers["x-request-id"] = opts.requestId;
-  const res = await fetch(`${gw.url}${path}`, {
-    method,
-    headers,
-    body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
-  });
-  const text = await res.text();
-  const json = res.headers.get("content-type")?.includes("json") ? JSON.parse(text) : undefined;
-  return { status: res.status, headers: res.headers, text, json };
 }
 
 /** The platform admin every test acts as: user `root` of tenant `ops`. */
