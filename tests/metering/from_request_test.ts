@@ -68,6 +68,7 @@ Deno.test("usageEventOf: a successful request maps every field, error_code null"
     audio_seconds_in: 1.5,
     audio_seconds_out: 0.5,
     latency_ms: 87,
+    ttft_ms: null,
     success: true,
     error_code: null,
     mode: "managed",
@@ -75,6 +76,7 @@ Deno.test("usageEventOf: a successful request maps every field, error_code null"
     cost_usd: 0.000456,
     occurred_at: "2024-03-10T12:00:00.250Z",
   });
+  assert.equal(valid(finished({ ttft_ms: 41.6 })).ttft_ms, 42, "a stream's first token, rounded");
   for (const status of [200, 201, 204, 399]) {
     const e = valid(finished({ status }));
     assert.equal(e.success, true, `status ${status}`);
