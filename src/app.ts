@@ -46,6 +46,7 @@ import { voiceSocketRoutes } from "./voice/voice_socket.ts";
 import type { Tracer } from "@opentelemetry/api";
 import type { SloEngine } from "./obs/slo.ts";
 import { adminSloRoutes } from "./api/admin_slo.ts";
+import { consoleRoutes } from "./console/routes.tsx";
 
 /** What the public edge needs. */
 export interface EdgeDeps {
@@ -193,7 +194,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   if (aggregator) {
     app.route("/v1", loginRoutes({ ...deps, apiKeys: aggregator.apiKeys }));
     app.use("/v1/usage/*", requireAuth);
-    app.route("/v1/usage", usageRoutes({ ...deps, sql: aggregator.sql }));
+    app.route("/v1/usage", usageRoutes({ ...deps, ...aggregator }));
     app.route("/admin", adminLedgerRoutes({ ...deps, ...aggregator }));
     const controlDeps = { ...deps, ...aggregator };
     app.route("/admin", adminControlRoutes(controlDeps));
@@ -201,6 +202,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     app.route("/admin", adminApiKeysRoutes(controlDeps));
     app.route("/admin", adminByokRoutes(controlDeps));
     app.route("/admin", adminStatsRoutes(controlDeps));
+    app.route("/console", consoleRoutes({ ...deps, app: () => app }));
     const plugins = pluginRoutes(controlDeps);
     app.use("/v1/plugins", requireAuth);
     app.use("/v1/plugins/*", requireAuth);

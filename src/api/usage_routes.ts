@@ -1,3 +1,5 @@
+import type { ControlStore } from "../control/store.ts";
+import { ControlView } from "../control/view.ts";
 import { usageByUser } from "../metering/stats.ts";
 import { Hono } from "hono";
 import { z } from "zod";
@@ -16,6 +18,8 @@ export interface UsageRouteDeps {
   config: Config;
   sql: Sql;
   clock: Clock;
+  /** The admin API's tenants and plans, which the config file alone does not hold. */
+  control: ControlStore;
 }
 
 const EventQuery = z.strictObject({
@@ -70,7 +74,8 @@ export function usageRoutes(deps: UsageRouteDeps) {
       tenantTotals(sql, tenant_id, day, day),
       tenantTotals(sql, tenant_id, monthStart(day), day),
     ]);
-    const limits = tenantLimits(config, tenant_id);
+    const effective = new ControlView({ ...config }, await deps.control.snapshot()).effectiveConfig;
+    const limits = tenantLimits(effective, tenant_id);
     const state = (spent: number, budget: number) => {
       const fraction = budget > 0 ? spent / budget : 0;
       return {
