@@ -50,11 +50,16 @@ function versionArgs(nginx: Nginx, stable: Gateway, canary: Gateway, steps: stri
  * Once nginx answers `n` requests in a row with 200 (a reload takes effect
  * when the new workers are up), then: `count` more, their statuses.
  */
-async function settledStatuses(base: string, user: string, count: number): Promise<number[]> {
+/** Waits until nginx's old workers are gone: ten requests in a row answered by the new upstream. */
+async function settled(base: string, user: string): Promise<void> {
   await waitFor("nginx to serve every request from the new upstream", async () => {
     for (let i = 0; i < 10; i++) if ((await chat(base, user)) !== 200) return false;
     return true;
   });
+}
+
+async function settledStatuses(base: string, user: string, count: number): Promise<number[]> {
+  await settled(base, user);
   const statuses: number[] = [];
   for (let i = 0; i < count; i++) statuses.push(await chat(base, user));
   return statuses;
@@ -114,6 +119,8 @@ Deno.test("version canary through a real nginx: a broken canary is rolled back, 
       assert.deepEqual(parseWeights(upstream), { [stable.hostPort]: 1 });
       assert.match(upstream, /rolled back \(RB-1/);
       // The breakage was real: the canary served through nginx and clients saw its 5xx.
+      // Read once nginx has settled, so no request still in an old worker counts later.
+      await settled(nginx!.base, users[1]);
       const canarySeen = await sloTotals(broken.url, admin);
       assert.ok(
         canarySeen.total > 0 && canarySeen.bad === canarySeen.total,
