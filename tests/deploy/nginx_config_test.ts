@@ -172,7 +172,13 @@ Deno.test("a real nginx on this config proxies SSE, WebSockets and request ids t
     await theirs.body?.cancel();
     const minted = theirs.headers.get("x-request-id") ?? "";
     assert.match(minted, /^[0-9a-f]{32}$/, "nginx's $request_id, kept by the gateway");
-    const access = await Deno.readTextFile(`${dir}/access.log`);
+    // nginx writes the access line as it finalises the request, which may be after the client
+    // has the response: wait for it, bounded.
+    let access = "";
+    for (let i = 0; i < 50 && !access.includes(`"request_id":"${minted}"`); i++) {
+      if (i) await new Promise((r) => setTimeout(r, 100));
+      access = await Deno.readTextFile(`${dir}/access.log`);
+    }
     assert.ok(access.includes(`"request_id":"${minted}"`), access);
 
     // SSE: tokens arrive as they are written, not when the response ends.
