@@ -1,13 +1,13 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { requireRole } from "../auth/roles.ts";
-import { THRESHOLDS } from "../budget/store.ts";
+import { budgetAction, THRESHOLDS } from "../budget/store.ts";
 import { tenantLimits } from "../budget/limits.ts";
 import type { Clock } from "../clock.ts";
 import type { Config } from "../config.ts";
 import type { DbHealth } from "../control/db_health.ts";
 import type { ControlStore } from "../control/store.ts";
-import { ControlView } from "../control/view.ts";
+import { overlaid } from "../control/view.ts";
 import type { Sql } from "../db/client.ts";
 import { GatewayError } from "../errors.ts";
 import { errorsByCode, latencySeries, spendSeries } from "../metering/stats.ts";
@@ -79,7 +79,7 @@ export function adminStatsRoutes(deps: AdminStatsDeps) {
   /** Managed spend against each tenant's budgets, with the admin API's plans and limits applied. */
   app.get("/stats/budgets", async (c) => {
     const day = today();
-    const view = new ControlView({ ...config }, await deps.control.snapshot());
+    const effective = overlaid(config, await deps.control.snapshot());
     const rows = await health.run(
       "stats",
       () =>
@@ -90,7 +90,6 @@ export function adminStatsRoutes(deps: AdminStatsDeps) {
         FROM usage_daily_tenant WHERE day BETWEEN ${monthStart(day)} AND ${day}
         GROUP BY tenant_id`,
     );
-    const effective = view.effectiveConfig;
     const tenants = rows.map((r) => {
       const limits = tenantLimits(effective, r.tenant_id);
       const fraction = (spent: number, budget: number) => (budget > 0 ? spent / budget : 0);
@@ -103,13 +102,7 @@ export function adminStatsRoutes(deps: AdminStatsDeps) {
         monthly_budget_usd: limits.monthly_budget_usd,
         day_fraction,
         month_fraction,
-        state: worst >= THRESHOLDS.block
-          ? "block"
-          : worst >= THRESHOLDS.downgrade
-          ? "downgrade"
-          : worst >= THRESHOLDS.alert
-          ? "alert"
-          : "ok",
+        state: budgetAction(worst),
       };
     }).sort((a, b) =>
       Math.max(b.day_fraction, b.month_fraction) - Math.max(a.day_fraction, a.month_fraction)

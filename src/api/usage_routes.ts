@@ -1,11 +1,11 @@
 import type { ControlStore } from "../control/store.ts";
-import { ControlView } from "../control/view.ts";
+import { overlaid } from "../control/view.ts";
 import { usageByUser } from "../metering/stats.ts";
 import { Hono } from "hono";
 import { z } from "zod";
 import { scopedTenant } from "../auth/tenant_scope.ts";
 import { tenantLimits } from "../budget/limits.ts";
-import { THRESHOLDS } from "../budget/store.ts";
+import { budgetAction } from "../budget/store.ts";
 import type { Clock } from "../clock.ts";
 import type { Config } from "../config.ts";
 import type { Sql } from "../db/client.ts";
@@ -74,21 +74,14 @@ export function usageRoutes(deps: UsageRouteDeps) {
       tenantTotals(sql, tenant_id, day, day),
       tenantTotals(sql, tenant_id, monthStart(day), day),
     ]);
-    const effective = new ControlView({ ...config }, await deps.control.snapshot()).effectiveConfig;
-    const limits = tenantLimits(effective, tenant_id);
+    const limits = tenantLimits(overlaid(config, await deps.control.snapshot()), tenant_id);
     const state = (spent: number, budget: number) => {
       const fraction = budget > 0 ? spent / budget : 0;
       return {
         spent_usd: spent,
         budget_usd: budget,
         fraction,
-        action: fraction >= THRESHOLDS.block
-          ? "block"
-          : fraction >= THRESHOLDS.downgrade
-          ? "downgrade"
-          : fraction >= THRESHOLDS.alert
-          ? "alert"
-          : "none",
+        action: budgetAction(fraction),
       };
     };
     return c.json({

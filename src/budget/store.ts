@@ -10,6 +10,14 @@
 /** Threshold fractions of a budget, from the ops spec. */
 export const THRESHOLDS = { alert: 0.8, downgrade: 0.9, block: 1.1 } as const;
 
+/** What a budget's spent fraction calls for, by the thresholds above. */
+export function budgetAction(fraction: number): "none" | "alert" | "downgrade" | "block" {
+  if (fraction >= THRESHOLDS.block) return "block";
+  if (fraction >= THRESHOLDS.downgrade) return "downgrade";
+  if (fraction >= THRESHOLDS.alert) return "alert";
+  return "none";
+}
+
 export interface BurstLimits {
   rpm: number;
   tpm: number;

@@ -23,11 +23,6 @@ export class ControlView {
     if (snapshot) this.apply(snapshot);
   }
 
-  /** The config with the snapshot laid over it. */
-  get effectiveConfig(): Config {
-    return this.config;
-  }
-
   get snapshot(): ControlSnapshot {
     return this.#snapshot;
   }
@@ -39,35 +34,7 @@ export class ControlView {
   /** `byok`: the tenants' opened provider keys, which win over the config file's. */
   apply(snapshot: ControlSnapshot, byok: Record<string, Record<string, Secret>> = {}): void {
     this.#snapshot = snapshot;
-    const base = this.#base;
-    const tenants = { ...base.tenants };
-    for (const [id, t] of Object.entries(snapshot.tenants)) {
-      const file = own(base.tenants, id);
-      tenants[id] = {
-        byok_keys: file?.byok_keys ?? {},
-        plan: t.plan ?? file?.plan,
-        limits: { ...file?.limits, ...t.limits },
-        downgrade_model: t.downgrade_model ?? file?.downgrade_model,
-      };
-    }
-    for (const [id, keys] of Object.entries(byok)) {
-      const t = own(tenants, id) ?? { byok_keys: {}, limits: {} };
-      tenants[id] = { ...t, byok_keys: { ...t.byok_keys, ...keys } };
-    }
-    const models = { ...base.models };
-    for (const [alias, m] of Object.entries(snapshot.models)) {
-      const model = base.models[alias];
-      if (!model) continue;
-      const deployments = m.deployments?.filter((d) => this.config.providers[d.provider]);
-      models[alias] = {
-        ...model,
-        price: m.price ?? model.price,
-        deployments: deployments?.length ? deployments : model.deployments,
-      };
-    }
-    this.config.tenants = tenants;
-    this.config.plans = { ...base.plans, ...snapshot.plans };
-    this.config.models = models;
+    Object.assign(this.config, overlay(this.#base, this.config.providers, snapshot, byok));
   }
 
   flag<N extends FlagName>(name: N, tenant: string): FlagValue<N> {
@@ -106,4 +73,47 @@ export class ControlView {
     return Object.hasOwn(this.#snapshot.tenants, tenant) ||
       Object.hasOwn(this.#base.tenants, tenant);
   }
+}
+
+/**
+ * The config file's tenants, plans and models with the snapshot's laid over
+ * them; a model change may only name configured providers.
+ */
+function overlay(
+  base: Sections,
+  providers: Config["providers"],
+  snapshot: ControlSnapshot,
+  byok: Record<string, Record<string, Secret>>,
+): Sections {
+  const tenants = { ...base.tenants };
+  for (const [id, t] of Object.entries(snapshot.tenants)) {
+    const file = own(base.tenants, id);
+    tenants[id] = {
+      byok_keys: file?.byok_keys ?? {},
+      plan: t.plan ?? file?.plan,
+      limits: { ...file?.limits, ...t.limits },
+      downgrade_model: t.downgrade_model ?? file?.downgrade_model,
+    };
+  }
+  for (const [id, keys] of Object.entries(byok)) {
+    const t = own(tenants, id) ?? { byok_keys: {}, limits: {} };
+    tenants[id] = { ...t, byok_keys: { ...t.byok_keys, ...keys } };
+  }
+  const models = { ...base.models };
+  for (const [alias, m] of Object.entries(snapshot.models)) {
+    const model = own(base.models, alias);
+    if (!model) continue;
+    const deployments = m.deployments?.filter((d) => own(providers, d.provider));
+    models[alias] = {
+      ...model,
+      price: m.price ?? model.price,
+      deployments: deployments?.length ? deployments : model.deployments,
+    };
+  }
+  return { tenants, plans: { ...base.plans, ...snapshot.plans }, models };
+}
+
+/** A copy of `config` with the snapshot laid over it, for readers that hold no ControlView. */
+export function overlaid(config: Config, snapshot: ControlSnapshot): Config {
+  return { ...config, ...overlay(config, config.providers, snapshot, {}) };
 }

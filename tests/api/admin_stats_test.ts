@@ -230,12 +230,12 @@ Deno.test("stats: budgets put tenants past 80/90/110 % in alert, downgrade and b
     assert.deepEqual(body.thresholds, { alert: 0.8, downgrade: 0.9, block: 1.1 });
     const state = Object.fromEntries(body.tenants.map((t: Json) => [t.tenant_id, t.state]));
     assert.deepEqual(state, {
-      "t-ok": "ok",
+      "t-ok": "none",
       "t-alert": "alert",
       "t-downgrade": "downgrade",
       "t-block": "block",
       "t-monthly": "downgrade",
-      "t-byok": "ok",
+      "t-byok": "none",
     });
     assert.deepEqual(
       body.tenants.map((t: Json) => t.tenant_id),
