@@ -8,6 +8,7 @@ import { MitigationNameSchema } from "../control/mitigations.ts";
 import type { ControlStore } from "../control/store.ts";
 import { GatewayError } from "../errors.ts";
 import { verifyBody } from "../metering/signature.ts";
+import { parseJsonText } from "./body.ts";
 import type { AppEnv } from "./context.ts";
 
 export interface InternalControlDeps {
@@ -39,15 +40,7 @@ export function internalControlRoutes(deps: InternalControlDeps) {
     if (!(await verifyBody(secret, raw, header, clock.now()))) {
       throw new GatewayError("auth.invalid", "missing or bad x-convergio-signature");
     }
-    let json: unknown;
-    try {
-      json = JSON.parse(raw);
-    } catch {
-      throw new GatewayError("request.invalid", "body is not valid JSON");
-    }
-    const parsed = schema.safeParse(json);
-    if (!parsed.success) throw new GatewayError("request.invalid", parsed.error.issues[0].message);
-    return parsed.data as z.infer<S>;
+    return parseJsonText(raw, schema);
   }
 
   app.get("/control/snapshot", async (c) => {
