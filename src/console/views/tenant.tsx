@@ -1,17 +1,7 @@
+import type { UsageTotals } from "../../metering/ledger.ts";
 import { EmptyRow, StateBadge } from "../components.tsx";
 import { count, percent, usd } from "../format.ts";
 import { choice, type View } from "../page.ts";
-
-interface Totals {
-  requests: number;
-  errors: number;
-  input_tokens: number;
-  output_tokens: number;
-  tool_calls: number;
-  audio_seconds: number;
-  cost_usd: number;
-  managed_cost_usd: number;
-}
 
 interface Budget {
   spent_usd: number;
@@ -23,8 +13,8 @@ interface Budget {
 /** What the view reads from `GET /v1/usage/current`. */
 interface CurrentReply {
   tenant_id: string;
-  day: Totals & { date: string; budget: Budget };
-  month: Totals & { month: string; budget: Budget };
+  day: UsageTotals & { date: string; budget: Budget };
+  month: UsageTotals & { month: string; budget: Budget };
 }
 
 interface UserRow {
@@ -48,7 +38,7 @@ interface UsersReply {
 
 const seconds = (n: number) => `${n.toFixed(1)} s`;
 
-function UsageCard(props: { id: string; heading: string; totals: Totals; budget: Budget }) {
+function UsageCard(props: { id: string; heading: string; totals: UsageTotals; budget: Budget }) {
   const { totals: t, budget: b } = props;
   return (
     <section class="card" aria-labelledby={props.id} data-usage={props.id}>
