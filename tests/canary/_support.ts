@@ -305,3 +305,12 @@ export async function canaryCli(
     clearTimeout(timer);
   }
 }
+
+/** Short windows: judged after 1.5 s of traffic at a few requests per second. */
+export const FAST = [
+  "--poll-seconds=0.25",
+  "--error-window-seconds=1.5",
+  "--latency-window-seconds=1.5",
+  "--min-requests=5",
+  "--hold-seconds=10",
+];

@@ -10,20 +10,13 @@ import { canaryBucket } from "../../src/control/flags.ts";
 import {
   canaryCli,
   chat,
+  FAST,
   gatewayConfig,
   startGateway,
   startLoad,
   token,
   waitFor,
 } from "./_support.ts";
-
-const FAST = [
-  "--poll-seconds=0.25",
-  "--error-window-seconds=1.5",
-  "--latency-window-seconds=1.5",
-  "--min-requests=5",
-  "--hold-seconds=10",
-];
 
 /** Tenants on both sides of a 50% canary of routing_policy (the buckets are a fixed hash). */
 function tenantsAround50(): string[] {

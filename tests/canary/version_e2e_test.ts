@@ -13,6 +13,7 @@ import { DEFAULT_UPSTREAM, parseWeights, renderUpstream } from "../../src/canary
 import {
   canaryCli,
   chat,
+  FAST,
   type Gateway,
   gatewayConfig,
   type Nginx,
@@ -23,15 +24,6 @@ import {
   token,
   waitFor,
 } from "./_support.ts";
-
-/** Short windows: judged after 1.5 s of traffic at a few requests per second. */
-const FAST = [
-  "--poll-seconds=0.25",
-  "--error-window-seconds=1.5",
-  "--latency-window-seconds=1.5",
-  "--min-requests=5",
-  "--hold-seconds=10",
-];
 
 function versionArgs(nginx: Nginx, stable: Gateway, canary: Gateway, steps: string): string[] {
   return [

@@ -1,3 +1,4 @@
+import { parseCsv } from "../support/csv.ts";
 import assert from "node:assert/strict";
 import {
   type AccessReview,
@@ -18,36 +19,6 @@ import { usageEvent } from "../metering/_helpers.ts";
 const ROOT = decodeURIComponent(new URL("../../", import.meta.url).pathname);
 const NOW = new Date("2026-10-01T08:00:00Z");
 const Q3 = { year: 2026, q: 3 };
-
-/** A small RFC 4180 parser, independent of the code under test. */
-function parseCsv(text: string): string[][] {
-  const rows: string[][] = [];
-  let row: string[] = [];
-  let cell = "";
-  let quoted = false;
-  for (let i = 0; i < text.length; i++) {
-    const ch = text[i];
-    if (quoted) {
-      if (ch === '"' && text[i + 1] === '"') {
-        cell += '"';
-        i++;
-      } else if (ch === '"') quoted = false;
-      else cell += ch;
-    } else if (ch === '"') quoted = true;
-    else if (ch === ",") {
-      row.push(cell);
-      cell = "";
-    } else if (ch === "\n") {
-      row.push(cell);
-      rows.push(row);
-      row = [];
-      cell = "";
-    } else cell += ch;
-  }
-  assert.equal(quoted, false, "no unterminated quote");
-  assert.equal(cell + row.join(""), "", "the body ends with a newline");
-  return rows;
-}
 
 /** The CSV as one record per row, keyed by the header. */
 function records(csv: string): Record<string, string>[] {

@@ -1,3 +1,4 @@
+import { parseCsv } from "../support/csv.ts";
 import assert from "node:assert/strict";
 import type { Sql } from "../../src/db/client.ts";
 import {
@@ -71,36 +72,6 @@ const rollups = async (sql: Sql) => ({
   })),
   model: (await sql`SELECT * FROM usage_daily_model ORDER BY day, model`).map((r) => ({ ...r })),
 });
-
-/** A small RFC 4180 parser, independent of the code under test. */
-function parseCsv(text: string): string[][] {
-  const rows: string[][] = [];
-  let row: string[] = [];
-  let cell = "";
-  let quoted = false;
-  for (let i = 0; i < text.length; i++) {
-    const ch = text[i];
-    if (quoted) {
-      if (ch === '"' && text[i + 1] === '"') {
-        cell += '"';
-        i++;
-      } else if (ch === '"') quoted = false;
-      else cell += ch;
-    } else if (ch === '"') quoted = true;
-    else if (ch === ",") {
-      row.push(cell);
-      cell = "";
-    } else if (ch === "\n") {
-      row.push(cell);
-      rows.push(row);
-      row = [];
-      cell = "";
-    } else cell += ch;
-  }
-  assert.equal(quoted, false, "no unterminated quote");
-  assert.equal(cell + row.join(""), "", "the body ends with a newline");
-  return rows;
-}
 
 for (const kind of DB_KINDS) {
   Deno.test(`${kind}: applyRetention keeps 24 months for consumers, schools and unknown tenants; business its own`, async () => {

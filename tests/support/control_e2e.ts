@@ -131,6 +131,30 @@ export function assertReadOnly(res: Reply, what: string): void {
   assert.match(res.headers.get("retry-after") ?? "", /^\d+$/, `${what}: retry-after`);
 }
 
+/**
+ * Read-only, either way it comes (the mitigation or a lost database): a flag
+ * write is refused, and flags and tenants are still served from the snapshot.
+ */
+export async function assertWritesRefusedReadsCached(
+  gw: HasUrl,
+  admin: string,
+  tenants: string[],
+): Promise<void> {
+  assertReadOnly(
+    await call(gw, "PUT", "/admin/flags/voice_mode", {
+      token: admin,
+      body: { default: "off", reason: "cannot be stored now" },
+    }),
+    "PUT /admin/flags/voice_mode",
+  );
+  const flags = await call(gw, "GET", "/admin/flags", { token: admin });
+  assert.equal(flags.status, 200, flags.text);
+  assert.equal(flags.json.flags.voice_mode.default, "on");
+  const listed = await call(gw, "GET", "/admin/tenants", { token: admin });
+  assert.equal(listed.status, 200, listed.text);
+  assert.deepEqual(listed.json.tenants.map((t: { id: string }) => t.id), tenants);
+}
+
 /** `POST /v1/chat` (V7); asserts nothing. */
 export function chat(
   gw: HasUrl,
