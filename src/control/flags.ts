@@ -1,3 +1,4 @@
+import { fnv1a } from "../hash.ts";
 import { z } from "zod";
 
 /** Plugin permissions from the contract; the high-risk ones need an admin's approval. */
@@ -86,13 +87,7 @@ export function parseFlagValue<N extends FlagName>(
  * flags pick different tenants.
  */
 export function canaryBucket(flag: string, tenant: string): number {
-  let h = 0x811c9dc5;
-  const s = `${flag}\u0000${tenant}`;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return (h >>> 0) % 100;
+  return fnv1a(`${flag}\u0000${tenant}`) % 100;
 }
 
 /** Where a tenant's value came from, for logs and the admin API. */

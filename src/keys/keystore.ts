@@ -1,3 +1,4 @@
+import { fnv1a } from "../hash.ts";
 import type { Envelope } from "./envelope.ts";
 
 /**
@@ -22,13 +23,7 @@ export function keyRef(tenant: string, provider: string): string {
   const ref = `byok-${safe(tenant)}--${safe(provider)}`;
   if (ref.length <= MAX_NAME) return ref;
   // Key Vault names stop at 127 characters: a long one keeps a readable head and a hash of the rest.
-  return `${ref.slice(0, MAX_NAME - 9)}-${fnv1a(ref)}`;
+  return `${ref.slice(0, MAX_NAME - 9)}-${fnv1a(ref).toString(16).padStart(8, "0")}`;
 }
 
 const MAX_NAME = 127;
-
-function fnv1a(s: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
-  return (h >>> 0).toString(16).padStart(8, "0");
-}
