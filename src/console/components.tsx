@@ -78,9 +78,12 @@ export function Chart(
 }
 
 /** Budget states as the guard names them, each with its own colour and words. */
+/** A budget action as the console words it: "none" reads as "ok". */
+export const stateLabel = (state: string) => (state === "none" ? "ok" : state);
+
 export function StateBadge(props: { state: string }) {
-  const kind = props.state === "none" ? "ok" : props.state;
-  return <span class={`badge ${kind}`}>{props.state === "none" ? "ok" : props.state}</span>;
+  const label = stateLabel(props.state);
+  return <span class={`badge ${label}`}>{label}</span>;
 }
 
 export function Notice(props: { kind?: "good" | "bad"; children?: Child }) {

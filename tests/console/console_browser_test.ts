@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import type { Browser, Page } from "playwright-core";
+import { stateLabel } from "../../src/console/components.tsx";
 import { count, ms, usd } from "../../src/console/format.ts";
 import { type Json, ok } from "../support/admin_client.ts";
 import {
@@ -118,7 +119,7 @@ async function operatorViews(browser: Browser, f: ConsoleFixture) {
   const budgets = ok(await root.get("/admin/stats/budgets")).tenants as Json[];
   for (const b of budgets) {
     const row = page.locator(`#budgets-table tr[data-tenant="${b.tenant_id}"]`);
-    assert.equal(await row.locator(".badge").textContent(), b.state);
+    assert.equal(await row.locator(".badge").textContent(), stateLabel(b.state));
   }
   assert.ok(
     ["alert", "downgrade", "block"].includes(budgets.find((b) => b.tenant_id === GLOBEX).state),
