@@ -10,6 +10,7 @@ import { createAlertWebhook } from "./budget/alert_webhook.ts";
 import { createGuard } from "./budget/guard.ts";
 import { MemoryBudgetStore } from "./budget/memory_store.ts";
 import { RedisBudgetStore } from "./budget/redis_store.ts";
+import { LocalAdmission } from "./budget/local_admission.ts";
 import type { BudgetStore } from "./budget/store.ts";
 import { registerSpendGauges } from "./budget/spend_gauges.ts";
 import { type Clock, systemClock } from "./clock.ts";
@@ -167,10 +168,7 @@ export async function createRuntime(
   let autopilot: ReturnType<typeof createAutopilot> | undefined;
   if (config.role !== "aggregator") {
     const control = new ControlView(config, overrides.control);
-    const store = overrides.store ??
-      (config.guardrails.store === "redis"
-        ? RedisBudgetStore.fromConfig(config.guardrails.redis)
-        : new MemoryBudgetStore(clock));
+    const store = overrides.store ?? sharedOrEmbeddedStore(config, clock);
     const alerts = createAlertWebhook({ url: config.guardrails.alert_webhook_url, log, metrics });
     const guard = createGuard({ config, store, clock, log, metrics, alerts, control });
     registerSpendGauges(metrics.registry, store, config.guardrails.global_daily_cap_usd, clock);
@@ -361,4 +359,18 @@ export async function createRuntime(
       stdout?.flush();
     },
   };
+}
+
+/** The embedded store, or Redis behind local admission unless that is turned off. */
+function sharedOrEmbeddedStore(config: Config, clock: Clock): BudgetStore {
+  const g = config.guardrails;
+  if (g.store !== "redis") return new MemoryBudgetStore(clock);
+  const redis = RedisBudgetStore.fromConfig(g.redis);
+  const local = g.local_admission;
+  if (!local.enabled) return redis;
+  return new LocalAdmission(redis, {
+    clock,
+    freshMs: local.fresh_ms,
+    maxInFlight: local.max_in_flight,
+  });
 }

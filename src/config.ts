@@ -309,6 +309,15 @@ export function buildConfigSchema(env: Env) {
         timeout_ms: positiveInt.default(300),
         prefix: z.string().min(1).default("cvg"),
       }).prefault({}),
+      /**
+       * Admit far-from-the-limit requests on the store's last answer, without a
+       * round trip before the provider call (redis store only; see LocalAdmission).
+       */
+      local_admission: z.strictObject({
+        enabled: z.boolean().default(true),
+        fresh_ms: positiveInt.default(1000),
+        max_in_flight: positiveInt.default(32),
+      }).prefault({}),
       /** Global daily spend cap of the managed lane, in USD; 0 turns it off. */
       global_daily_cap_usd: z.number().nonnegative().default(100),
       /** What a lane does while the store is unreachable: refuse (closed) or serve unguarded (open). */
@@ -477,6 +486,11 @@ const ENV_FIELDS: Array<[string, string[], (v: string) => unknown]> = [
   ["BUDGET_STORE", ["guardrails", "store"], String],
   ["REDIS_REST_URL", ["guardrails", "redis", "url"], String],
   ["REDIS_REST_TOKEN", ["guardrails", "redis", "token"], String],
+  [
+    "LOCAL_ADMISSION",
+    ["guardrails", "local_admission", "enabled"],
+    (v) => v !== "off" && v !== "false",
+  ],
   ["GLOBAL_DAILY_CAP_USD", ["guardrails", "global_daily_cap_usd"], Number],
   ["ALERT_WEBHOOK_URL", ["guardrails", "alert_webhook_url"], String],
   ["BYOK_STORE", ["byok", "store"], String],

@@ -16,6 +16,15 @@ Deno.test("embedded defaults need no env and no file", () => {
   assert.equal(cfg.providers.demo.protocol, "mock");
   assert.equal(cfg.tenant_defaults.monthly_budget_usd, 20);
   assert.equal(cfg.auth.jwt_secret, undefined);
+  assert.deepEqual(cfg.guardrails.local_admission, {
+    enabled: true,
+    fresh_ms: 1000,
+    max_in_flight: 32,
+  });
+  assert.equal(
+    loadConfig({ LOCAL_ADMISSION: "off" }, noFile).guardrails.local_admission.enabled,
+    false,
+  );
 });
 
 Deno.test("env overrides the file, and secrets resolve from env: references", () => {

@@ -10,7 +10,9 @@ import { parseArgs } from "node:util";
 import { ROOT_CONTEXT } from "@opentelemetry/api";
 import type { Principal } from "../../src/auth/principal.ts";
 import { createChatService } from "../../src/api/chat_service.ts";
+import { LocalAdmission } from "../../src/budget/local_admission.ts";
 import { RedisBudgetStore } from "../../src/budget/redis_store.ts";
+import { systemClock } from "../../src/clock.ts";
 import { createRuntime, type Runtime } from "../../src/compose.ts";
 import { buildConfigSchema } from "../../src/config.ts";
 import { RequestRecord } from "../../src/obs/request_record.ts";
@@ -68,11 +70,21 @@ export async function run(args: string[]): Promise<string> {
       ...quiet,
       store: RedisBudgetStore.fromConfig(config.guardrails.redis),
     });
-    runtimes.push(memoryRuntime, redisRuntime);
+    const localRuntime = await createRuntime(config, {
+      ...quiet,
+      store: new LocalAdmission(RedisBudgetStore.fromConfig(config.guardrails.redis), {
+        clock: systemClock,
+        freshMs: config.guardrails.local_admission.fresh_ms,
+        maxInFlight: config.guardrails.local_admission.max_in_flight,
+      }),
+    });
+    runtimes.push(memoryRuntime, redisRuntime, localRuntime);
     const memory = memoryRuntime.deps.edge!;
     const redis = redisRuntime.deps.edge!;
+    const local = localRuntime.deps.edge!;
     const chatMemory = createChatService({ ...memoryRuntime.deps, ...memory });
     const chatRedis = createChatService({ ...redisRuntime.deps, ...redis });
+    const chatLocal = createChatService({ ...localRuntime.deps, ...local });
     const call = () => ({
       principal,
       request,
@@ -94,6 +106,8 @@ export async function run(args: string[]): Promise<string> {
     const mem = await timeSequential(n, warmup, () => chatMemory.complete(call()));
     const red = await timeSequential(n, warmup, () => chatRedis.complete(call()));
     await redis.guard.idle();
+    const loc = await timeSequential(n, warmup, () => chatLocal.complete(call()));
+    await local.guard.idle();
 
     // Round trips on the hot path: admission alone, settlement counted apart.
     const before = bridge.roundTrips();
@@ -114,6 +128,20 @@ export async function run(args: string[]): Promise<string> {
     await redis.guard.idle();
     const settleTrips = (bridge.roundTrips() - beforeSettle) / admissions.length;
 
+    // Local admission: after its first answer, admissions skip the store and
+    // each request is charged after its response, in one round trip.
+    let localAdmitTrips = 0;
+    let chargeTrips = 0;
+    for (let i = 0; i < 100; i++) {
+      const before = bridge.roundTrips();
+      const a = await local.guard.admit(principal, request, "bench");
+      const admitted = bridge.roundTrips();
+      a.settle({ input_tokens: 1, output_tokens: 1 });
+      await local.guard.idle();
+      localAdmitTrips += (admitted - before) / 100;
+      chargeTrips += (bridge.roundTrips() - admitted) / 100;
+    }
+
     const f = (x: number) => x.toFixed(3);
     const row = (name: string, p: { p50: number; p99: number; mean: number }) =>
       `| ${name} | ${f(p.p50)} | ${f(p.p99)} | ${f(p.mean)} | ${f(p.p50 - none.p50)} |`;
@@ -124,12 +152,15 @@ export async function run(args: string[]): Promise<string> {
       row("none (router only)", none),
       row("memory store", mem),
       row("redis store (REST bridge)", red),
+      row("redis store + local admission", loc),
       ``,
       `redis round trips per admitted request (hot path, before the provider): ${admitTrips}`,
       `redis round trips per admitted request, 100 concurrent admissions: ${burstTrips.toFixed(2)}`,
       `redis round trips per settlement (after the response, off the hot path, coalesced): ${
         settleTrips.toFixed(2)
       }`,
+      `local admission: redis round trips before the provider per request: ${localAdmitTrips}, ` +
+      `after the response (charges, coalesced): ${chargeTrips.toFixed(2)}`,
       `ratio p50 memory/none: ${f(mem.p50 / none.p50)}, redis/none: ${
         f(red.p50 / none.p50)
       }, redis/memory: ${f(red.p50 / mem.p50)}`,

@@ -13,6 +13,7 @@ import { downgradeModel, tenantLimits } from "./limits.ts";
 import {
   type AdmitResult,
   type BudgetStore,
+  type Periods,
   periodsAt,
   type RateState,
   requestScopes,
@@ -113,6 +114,32 @@ export function createGuard(deps: GuardDeps) {
     return { alias, headers: {}, settle: () => {} };
   }
 
+  /** The 80% alerts an admission (or a later charge) raised: metric, log line and webhook. */
+  function raiseAlerts(
+    p: Principal,
+    periods: Periods,
+    result: { alerts: Array<"day" | "month">; fraction: number },
+  ) {
+    for (const period of result.alerts) {
+      metrics.guardrailActions.inc({ action: "alert", lane: p.mode });
+      log.warn("budget alert", {
+        tenant_id: p.tenant_id,
+        period,
+        fraction: result.fraction,
+        threshold: THRESHOLDS.alert,
+      });
+      alerts.send({
+        type: "budget.alert",
+        tenant_id: p.tenant_id,
+        period,
+        bucket: periods[period],
+        fraction: result.fraction,
+        threshold: THRESHOLDS.alert,
+        at: new Date(clock.now()).toISOString(),
+      });
+    }
+  }
+
   async function admit(p: Principal, request: ChatRequest, alias: string): Promise<Admission> {
     const model = config.models[alias];
     const limits = tenantLimits(config, p.tenant_id);
@@ -210,31 +237,14 @@ export function createGuard(deps: GuardDeps) {
     if (managed) {
       metrics.budgetFraction.set({ tenant: metrics.tenantLabel(p.tenant_id) }, result.fraction);
     }
-    for (const period of result.alerts) {
-      metrics.guardrailActions.inc({ action: "alert", lane });
-      log.warn("budget alert", {
-        tenant_id: p.tenant_id,
-        period,
-        fraction: result.fraction,
-        threshold: THRESHOLDS.alert,
-      });
-      alerts.send({
-        type: "budget.alert",
-        tenant_id: p.tenant_id,
-        period,
-        bucket: periods[period],
-        fraction: result.fraction,
-        threshold: THRESHOLDS.alert,
-        at: new Date(clock.now()).toISOString(),
-      });
-    }
+    raiseAlerts(p, periods, result);
     const served = (forceDown || result.downgraded) && downAlias ? downAlias : alias;
     if (forceDown || result.downgraded) {
       metrics.guardrailActions.inc({ action: "downgrade", lane });
       log.info("budget downgrade", { tenant_id: p.tenant_id, from: alias, to: served });
     }
     const servedModel = config.models[served];
-    const reserved = result.reserved;
+    const { reserved, charge } = result;
 
     return {
       alias: served,
@@ -245,6 +255,26 @@ export function createGuard(deps: GuardDeps) {
         const actual = managed
           ? costMicro(servedModel.price, used.input_tokens, used.output_tokens)
           : 0;
+        if (charge) {
+          track(
+            charge(used.input_tokens + used.output_tokens, actual).then(
+              (charged) => {
+                if (charged.ok) raiseAlerts(p, periods, charged);
+              },
+              (err) => {
+                metrics.budgetStoreErrors.inc({ op: "charge", lane, policy: "reconcile" });
+                // Admitted locally and never charged: the counters miss this request
+                // until reconciliation sets them from the ledger, which has it.
+                log.error("budget charge failed; reconciliation restores the counters", {
+                  tenant_id: p.tenant_id,
+                  error: (err as Error).message,
+                  spend: actual,
+                });
+              },
+            ),
+          );
+          return;
+        }
         track(
           store.settle({
             tenant: p.tenant_id,

@@ -72,8 +72,9 @@ export class MemoryBudgetStore implements BudgetStore {
     const cost = tokLevels.map(([, cap]) => Math.min(input.tokens, cap));
     const rate = () => ({ requests: this.#window(reqLevels), tokens: this.#window(tokLevels) });
 
+    const force = input.force === true;
     const reqWait = Math.max(...reqLevels.map(([lvl, cap]) => waitMs(lvl, 1, cap)));
-    if (reqWait > 0) {
+    if (reqWait > 0 && !force) {
       return Promise.resolve({
         ok: false,
         reason: "requests",
@@ -82,7 +83,7 @@ export class MemoryBudgetStore implements BudgetStore {
       });
     }
     const tokWait = Math.max(...tokLevels.map(([lvl, cap], i) => waitMs(lvl, cost[i], cap)));
-    if (tokWait > 0) {
+    if (tokWait > 0 && !force) {
       return Promise.resolve({
         ok: false,
         reason: "tokens",
@@ -95,10 +96,11 @@ export class MemoryBudgetStore implements BudgetStore {
     let downgraded = false;
     let reserved = 0;
     const alerts: Array<"day" | "month"> = [];
+    let spent = [0, 0, 0, 0, 0];
     if (input.spend) {
       const { budgets } = input.spend;
       const scopes = requestScopes(tenant, user, input.periods).map((s) => k.spend(s));
-      const spent = scopes.map((key) => this.#counters.get(key) ?? 0);
+      spent = scopes.map((key) => this.#counters.get(key) ?? 0);
       const limitsMicro = [
         budgets.tenant_day,
         budgets.tenant_month,
@@ -107,15 +109,17 @@ export class MemoryBudgetStore implements BudgetStore {
       ];
       const fractions = limitsMicro.map((b, i) => (b > 0 ? spent[i] / b : 0));
       fraction = Math.max(...fractions);
-      if (budgets.global_day > 0 && spent[4] >= budgets.global_day) {
+      if (budgets.global_day > 0 && spent[4] >= budgets.global_day && !force) {
         return Promise.resolve({ ok: false, reason: "global_cap", fraction });
       }
-      if (fraction >= THRESHOLDS.block && !this.#overrideActive(tenant, now)) {
+      if (fraction >= THRESHOLDS.block && !force && !this.#overrideActive(tenant, now)) {
         return Promise.resolve({ ok: false, reason: "budget", fraction });
       }
-      downgraded = fraction >= THRESHOLDS.downgrade && input.spend.reserve_downgraded > 0;
+      downgraded = !force && fraction >= THRESHOLDS.downgrade &&
+        input.spend.reserve_downgraded > 0;
       reserved = downgraded ? input.spend.reserve_downgraded : input.spend.reserve;
-      for (const key of scopes) this.#counters.set(key, (this.#counters.get(key) ?? 0) + reserved);
+      spent = spent.map((v) => v + reserved);
+      scopes.forEach((key, i) => this.#counters.set(key, spent[i]));
       for (const [i, period] of (["day", "month"] as const).entries()) {
         const alertKey = k.alert(tenant, period, input.periods[period]);
         if (fractions[i] >= THRESHOLDS.alert && !this.#alerts.has(alertKey)) {
@@ -133,7 +137,15 @@ export class MemoryBudgetStore implements BudgetStore {
       tokLevels[i][0] -= cost[i];
       this.#buckets.set(key, { tokens: tokLevels[i][0], ts: now });
     });
-    return Promise.resolve({ ok: true, rate: rate(), fraction, downgraded, alerts, reserved });
+    return Promise.resolve({
+      ok: true,
+      rate: rate(),
+      fraction,
+      downgraded,
+      alerts,
+      reserved,
+      spent,
+    });
   }
 
   settle(input: SettleInput): Promise<void> {

@@ -32,10 +32,12 @@ end
  *   tenant-month, user-day, user-month, global-day, override, alert-day, alert-month
  * ARGV: rpm, user_rpm, tpm, user_tpm, tokens, managed (0|1), reserve,
  *   reserve_downgraded, budget tenant-day, tenant-month, user-day, user-month,
- *   global-day, alert, downgrade, block, day ttl s, month ttl s
+ *   global-day, alert, downgrade, block, day ttl s, month ttl s, force (0|1)
  * Returns: ok (0|1), reason, retry ms, fraction (string), downgraded, alert
  *   day, alert month, reserved, then limit, remaining, reset ms for requests
- *   and for tokens.
+ *   and for tokens, then the five spend counters after the call.
+ * With force, nothing is refused or downgraded: a locally admitted request's
+ * actual usage is charged after the fact.
  */
 export const ADMIT_LUA = PRELUDE + `
 local caps = {tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])}
@@ -50,20 +52,23 @@ local function window(a, b)
   if rem < 0 then rem = 0 end
   return caps[i], rem, wait(lv[i], caps[i], caps[i])
 end
+local force = ARGV[19] == '1'
+local spent = {0, 0, 0, 0, 0}
 local function reply(ok, reason, retry, frac, down, ad, am, reserved)
   local rl, rr, rs = window(1, 2)
   local tl, tr, ts = window(3, 4)
-  return {ok, reason, retry, tostring(frac), down, ad, am, reserved, rl, rr, rs, tl, tr, ts}
+  return {ok, reason, retry, tostring(frac), down, ad, am, reserved, rl, rr, rs, tl, tr, ts,
+    spent[1], spent[2], spent[3], spent[4], spent[5]}
 end
 
 local rw = math.max(wait(lv[1], 1, caps[1]), wait(lv[2], 1, caps[2]))
-if rw > 0 then return reply(0, 'requests', rw, 0, 0, 0, 0, 0) end
+if rw > 0 and not force then return reply(0, 'requests', rw, 0, 0, 0, 0, 0) end
 local tw = math.max(wait(lv[3], cost[3], caps[3]), wait(lv[4], cost[4], caps[4]))
-if tw > 0 then return reply(0, 'tokens', tw, 0, 0, 0, 0, 0) end
+if tw > 0 and not force then return reply(0, 'tokens', tw, 0, 0, 0, 0, 0) end
 
 local frac, down, ad, am, reserved = 0, 0, 0, 0, 0
 if ARGV[6] == '1' then
-  local spent, fr = {}, {}
+  local fr = {}
   for i = 1, 5 do spent[i] = tonumber(redis.call('GET', KEYS[4 + i]) or '0') end
   for i = 1, 4 do
     local b = tonumber(ARGV[8 + i])
@@ -72,17 +77,17 @@ if ARGV[6] == '1' then
     if fr[i] > frac then frac = fr[i] end
   end
   local gcap = tonumber(ARGV[13])
-  if gcap > 0 and spent[5] >= gcap then return reply(0, 'global_cap', 0, frac, 0, 0, 0, 0) end
-  if frac >= tonumber(ARGV[16]) and redis.call('EXISTS', KEYS[10]) == 0 then
+  if gcap > 0 and spent[5] >= gcap and not force then return reply(0, 'global_cap', 0, frac, 0, 0, 0, 0) end
+  if not force and frac >= tonumber(ARGV[16]) and redis.call('EXISTS', KEYS[10]) == 0 then
     return reply(0, 'budget', 0, frac, 0, 0, 0, 0)
   end
   reserved = tonumber(ARGV[7])
-  if frac >= tonumber(ARGV[15]) and tonumber(ARGV[8]) > 0 then
+  if not force and frac >= tonumber(ARGV[15]) and tonumber(ARGV[8]) > 0 then
     down = 1
     reserved = tonumber(ARGV[8])
   end
   for i = 1, 5 do
-    redis.call('INCRBY', KEYS[4 + i], reserved)
+    spent[i] = redis.call('INCRBY', KEYS[4 + i], reserved)
     if i == 2 or i == 4 then redis.call('EXPIRE', KEYS[4 + i], ARGV[18])
     else redis.call('EXPIRE', KEYS[4 + i], ARGV[17]) end
   end

@@ -100,6 +100,7 @@ export class RedisBudgetStore implements BudgetStore {
       THRESHOLDS.block,
       DAY_TTL_S,
       MONTH_TTL_S,
+      input.force ? 1 : 0,
     ].map(String);
     const r = await this.#call("admit", () => this.#admit.exec(keyList, args)) as Array<
       string | number
@@ -118,6 +119,7 @@ export class RedisBudgetStore implements BudgetStore {
         downgraded: n(4) === 1,
         alerts: [...(n(5) ? ["day" as const] : []), ...(n(6) ? ["month" as const] : [])],
         reserved: n(7),
+        spent: [n(14), n(15), n(16), n(17), n(18)],
       };
     }
     if (reason === "requests" || reason === "tokens") {

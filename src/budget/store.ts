@@ -46,6 +46,11 @@ export interface AdmitInput {
   limits: BurstLimits;
   /** Tokens to take from the TPM buckets now; corrected at settle. */
   tokens: number;
+  /**
+   * Charge, don't check: the request was admitted without a round trip and has
+   * been served, so its actual usage is taken whatever the counters say.
+   */
+  force?: boolean;
   /** Present for the managed lane only: BYOK is never charged to managed budgets. */
   spend?: {
     budgets: SpendBudgets;
@@ -79,6 +84,13 @@ export type AdmitResult =
     alerts: Array<"day" | "month">;
     /** What was reserved, to be settled. */
     reserved: number;
+    /** The five `requestScopes` spend counters after this call, in micro-dollars (0 for BYOK). */
+    spent: number[];
+    /**
+     * Set when admitted locally, without a store round trip: takes the actual
+     * tokens and spend once the request is done, instead of a settlement.
+     */
+    charge?: (tokens: number, spend: number) => Promise<AdmitResult>;
   }
   | { ok: false; reason: "requests" | "tokens"; retry_after_ms: number; rate: RateState }
   | { ok: false; reason: "budget" | "global_cap"; fraction: number };

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { createAlertWebhook } from "../../src/budget/alert_webhook.ts";
 import { createGuard, formatReset, rateHeaders } from "../../src/budget/guard.ts";
+import { LocalAdmission } from "../../src/budget/local_admission.ts";
 import { MemoryBudgetStore } from "../../src/budget/memory_store.ts";
 import { type BudgetStore, StoreUnavailable } from "../../src/budget/store.ts";
 import type { Principal } from "../../src/auth/principal.ts";
@@ -88,6 +89,36 @@ Deno.test("reservation is the worst case and settles to the actual cost", async 
   b.settle(null);
   await guard.idle();
   assert.equal((await store.spend([DAY]))[0], 5 * 1_000_000, "a failed call releases it");
+});
+
+Deno.test("under local admission a request is charged its actual cost after, and a charge past 80% alerts", async () => {
+  const now = Date.UTC(2026, 10, 26, 12);
+  const inner = new MemoryBudgetStore({ now: () => now });
+  const local = new LocalAdmission(inner, {
+    clock: { now: () => now },
+    freshMs: 1000,
+    maxInFlight: 8,
+  });
+  const { guard, lines } = setup(
+    { tenant_defaults: { daily_budget_usd: 100, monthly_budget_usd: 10_000 } },
+    local,
+  );
+  const first = await guard.admit(managed, request(), "big");
+  first.settle({ input_tokens: 3, output_tokens: 2 });
+  await guard.idle();
+  assert.equal((await inner.spend([DAY]))[0], 5_000_000);
+
+  const second = await guard.admit(managed, request(), "big");
+  assert.equal((await inner.spend([DAY]))[0], 5_000_000, "admitted locally: nothing reserved");
+  // Other edges spend meanwhile: the tenant is past 80% when this request is charged.
+  await inner.correctSpend(DAY, 76_000_000);
+  second.settle({ input_tokens: 1, output_tokens: 1 });
+  await guard.idle();
+  assert.equal((await inner.spend([DAY]))[0], 83_000_000);
+  assert.deepEqual(
+    lines.filter((l) => l.msg === "budget alert").map((l) => l.period),
+    ["day"],
+  );
 });
 
 Deno.test("80% alerts once, 90% downgrades, 110% blocks until an override", async () => {

@@ -52,7 +52,7 @@ interface Harness {
 
 /** Redis, bridge and in-process gateway for one test; everything is torn down after `body`. */
 async function withOutageHarness(
-  failurePolicy: Record<string, string> | undefined,
+  guardrails: { failure_policy?: Record<string, string>; local_admission?: object },
   body: (h: Harness) => Promise<void>,
 ) {
   const redisPort = freePort();
@@ -76,7 +76,7 @@ async function withOutageHarness(
           prefix: `test-outage-${crypto.randomUUID()}`,
           timeout_ms: 300,
         },
-        ...(failurePolicy ? { failure_policy: failurePolicy } : {}),
+        ...guardrails,
       },
     }));
     try {
@@ -111,16 +111,17 @@ async function metricsText(gw: TestGateway) {
   return await (await fetch(`${gw.url}/metrics`)).text();
 }
 
-function storeErrors(metrics: string, lane: string, policy: string): number {
+function storeErrors(metrics: string, lane: string, policy: string, op = "admit"): number {
   const line = metrics.split("\n").find((l) =>
-    l.startsWith("convergio_budget_store_errors_total{") && l.includes(`op="admit"`) &&
+    l.startsWith("convergio_budget_store_errors_total{") && l.includes(`op="${op}"`) &&
     l.includes(`lane="${lane}"`) && l.includes(`policy="${policy}"`)
   );
   return line ? Number(line.split(" ").at(-1)) : 0;
 }
 
 Deno.test("redis outage: managed fails closed with a fast 503, BYOK fails open, then the gateway recovers by itself", async () => {
-  await withOutageHarness(undefined, async (h) => {
+  // Every request asks the store here; local admission has its own outage test below.
+  await withOutageHarness({ local_admission: { enabled: false } }, async (h) => {
     assert.equal((await chat(h.gw, h.managed)).status, 200);
     assert.equal((await chat(h.gw, h.byok)).status, 200);
     await h.gw.deps.edge!.guard.idle();
@@ -164,7 +165,8 @@ Deno.test("redis outage: managed fails closed with a fast 503, BYOK fails open, 
 });
 
 Deno.test("redis outage with failure_policy managed=open, byok=closed: the lanes swap behaviour", async () => {
-  await withOutageHarness({ managed: "open", byok: "closed" }, async (h) => {
+  const failure_policy = { managed: "open", byok: "closed" };
+  await withOutageHarness({ failure_policy, local_admission: { enabled: false } }, async (h) => {
     assert.equal((await chat(h.gw, h.managed)).status, 200);
     assert.equal((await chat(h.gw, h.byok)).status, 200);
     await h.gw.deps.edge!.guard.idle();
@@ -186,5 +188,27 @@ Deno.test("redis outage with failure_policy managed=open, byok=closed: the lanes
       h.gw.logs.filter((l) => l.msg === "budget store unavailable").length,
       2,
     );
+  });
+});
+
+Deno.test("redis outage under local admission: one request rides the last answer, its charge fails and is counted, the next meets the policy", async () => {
+  // A long freshness window, so the outcome never depends on how fast this test runs.
+  await withOutageHarness({ local_admission: { fresh_ms: 600_000 } }, async (h) => {
+    assert.equal((await chat(h.gw, h.managed)).status, 200);
+    await h.gw.deps.edge!.guard.idle();
+
+    await stopRedis(h.redis!);
+    h.redis = undefined;
+
+    const rode = await chat(h.gw, h.managed);
+    assert.equal(rode.status, 200, JSON.stringify(rode.body));
+    await h.gw.deps.edge!.guard.idle();
+    const charged = h.gw.logs.filter((l) => String(l.msg).startsWith("budget charge failed"));
+    assert.equal(charged.length, 1);
+    assert.equal(storeErrors(await metricsText(h.gw), "managed", "reconcile", "charge"), 1);
+
+    const refused = await chat(h.gw, h.managed);
+    assert.equal(refused.status, 503, JSON.stringify(refused.body));
+    assert.equal(storeErrors(await metricsText(h.gw), "managed", "closed"), 1);
   });
 });

@@ -558,6 +558,56 @@ for (const [name, make] of STORES) {
       78,
     ]);
   });
+
+  // --- force: charge a locally admitted request after the fact ------------
+
+  test("admit returns the five spend counters after its reservation (zeros for BYOK)", async (store) => {
+    await store.setSpend(scope.global(), 500);
+    const r = assertOk(
+      await store.admit(input({ spend: managed({ tenant_day: 1_000_000 }, 40) })),
+    );
+    assert.deepEqual(r.spent, [40, 40, 40, 40, 540]);
+    assert.deepEqual(assertOk(await store.admit(input({ tenant: "t2" }))).spent, [0, 0, 0, 0, 0]);
+  });
+
+  test("force: charges past the rate limit, a blocked budget and the global cap, never downgrades", async (store) => {
+    const limits = { ...ROOMY, rpm: 1, user_rpm: 1, tpm: 100, user_tpm: 100 };
+    assertOk(await store.admit(input({ limits, tokens: 100 })));
+    const refused = await store.admit(input({ limits, tokens: 100 }));
+    assert.ok(!refused.ok && refused.reason === "requests", JSON.stringify(refused));
+    const forced = assertOk(await store.admit(input({ limits, tokens: 50, force: true })));
+    // The debt stays on the buckets: the next unforced admission is refused longer.
+    assert.equal(forced.rate.requests.remaining, 0);
+    assert.equal(forced.rate.tokens.remaining, 0);
+
+    const budgets = { tenant_day: 1000, global_day: 2000 };
+    await store.setSpend(scope.tenantDay("t2"), 1200);
+    const blocked = await store.admit(input({ tenant: "t2", spend: managed(budgets, 10, 5) }));
+    assert.ok(!blocked.ok && blocked.reason === "budget", JSON.stringify(blocked));
+    const charged = assertOk(
+      await store.admit(input({ tenant: "t2", spend: managed(budgets, 10, 5), force: true })),
+    );
+    assert.equal(charged.downgraded, false);
+    assert.equal(charged.reserved, 10);
+    assert.deepEqual(charged.spent.slice(0, 1), [1210]);
+
+    await store.setSpend(scope.global(), 2000);
+    const capped = await store.admit(input({ tenant: "t3", spend: managed(budgets, 10) }));
+    assert.ok(!capped.ok && capped.reason === "global_cap", JSON.stringify(capped));
+    const past = assertOk(
+      await store.admit(input({ tenant: "t3", spend: managed(budgets, 10), force: true })),
+    );
+    assert.equal(past.spent[4], 2010);
+  });
+
+  test("force: a charge that crosses 80% raises the alert once", async (store) => {
+    const budgets = { tenant_day: 1000 };
+    await store.setSpend(scope.tenantDay(), 850);
+    const first = assertOk(await store.admit(input({ spend: managed(budgets, 1), force: true })));
+    assert.deepEqual(first.alerts, ["day"]);
+    const again = assertOk(await store.admit(input({ spend: managed(budgets, 1), force: true })));
+    assert.deepEqual(again.alerts, []);
+  });
 }
 
 // --- memory only: a fake clock moves time ------------------------------------

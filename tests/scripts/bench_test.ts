@@ -43,7 +43,13 @@ Deno.test("the budget benchmark runs on the real Redis and admits in one round t
     "none (router only)",
     "memory store",
     "redis store (REST bridge)",
+    "redis store + local admission",
   ]);
+  const [before, after] =
+    /before the provider per request: ([\d.]+), after the response \(charges, coalesced\): ([\d.]+)/
+      .exec(out)!.slice(1).map(Number);
+  assert.ok(before < 0.1, `local admission skips the store before the provider (${before})`);
+  assert.ok(after > 0 && after <= 1, `one charge per request at most (${after})`);
 });
 
 Deno.test("the ingest benchmark drives a real aggregator process into real Postgres", async () => {
