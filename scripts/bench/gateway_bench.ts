@@ -5,7 +5,12 @@
  *   floor   a bare Deno.serve pass-through proxy (scripts/bench/floor_proxy.ts);
  *   ours    the gateway with everything on: an edge process (JWT, Redis budgets
  *           through an Upstash-REST bridge process, metering to a real aggregator
- *           process on a fresh Postgres database, metrics, OTLP tracing, info logs);
+ *           process on a fresh Postgres database, metrics, info logs, OTLP tracing
+ *           with parent-based head sampling of TRACE_SAMPLE_RATIO of the traces);
+ *   ours, every trace
+ *           a second edge process, the same but OTEL_TRACES_SAMPLER=always_on: what
+ *           full tracing costs. Started once ours is measured and stopped after its
+ *           own runs (the two edges never run at once); wrk runs only, no streaming.
  *   peer    Portkey AI Gateway (@portkey-ai/gateway 1.15.x), installed with npm
  *           into a temp folder at run time and started with node.
  * Per target: wrk saturation (2 threads, 50 connections, after a warm-up run),
@@ -16,6 +21,8 @@
  * mode, to docs/benchmarks.md.
  *   deno task bench [--quick] [--peer | --no-peer] [--out FILE]
  *     [--pg postgres://postgres@127.0.0.1:5432/postgres] [--redis redis://127.0.0.1:6379]
+ *     [--cpu-prof DIR]
+ * --cpu-prof: the edge runs under `deno run --cpu-prof`; its .cpuprofile lands in DIR.
  * --quick: short runs, finishes in under a minute, no peer unless --peer.
  * Mock knobs from the environment: MOCK_CHUNKS (20), MOCK_CHUNK_MS (5), MOCK_LATENCY_MS (0).
  */
@@ -34,6 +41,12 @@ const BODY = JSON.stringify({
 });
 const THREADS = 2;
 const CONNS = 50;
+/**
+ * Share of root traces the "ours" edge records (OTEL_TRACES_SAMPLER=parentbased_traceidratio):
+ * an inbound sampled traceparent is always continued. "ours, every trace" records all of them.
+ */
+const TRACE_SAMPLE_RATIO = 0.1;
+const samplePct = Number((TRACE_SAMPLE_RATIO * 100).toPrecision(6));
 
 interface Plan {
   satSeconds: number;
@@ -344,7 +357,9 @@ function luaScript(headers: Record<string, string>): string {
 }
 
 interface Target {
-  name: "direct" | "floor" | "ours" | "peer";
+  name: "direct" | "floor" | "ours" | "every-trace" | "peer";
+  /** The name in the report, when not the name. */
+  label?: string;
   /** The chat completions endpoint. */
   url: string;
   headers: Record<string, string>;
@@ -529,6 +544,8 @@ const GATEWAY_ENV_BLANK = Object.fromEntries(
     "ALERT_WEBHOOK_URL",
     "GATEWAY_CONFIG",
     "OTEL_DENO",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
   ].map((k) => [k, ""]),
 );
 
@@ -566,6 +583,7 @@ export async function run(args: string[]): Promise<string> {
       peer: { type: "boolean", default: false },
       "no-peer": { type: "boolean", default: false },
       out: { type: "string" },
+      "cpu-prof": { type: "string" },
       pg: { type: "string", default: "postgres://postgres@127.0.0.1:5432/postgres" },
       redis: { type: "string", default: "redis://127.0.0.1:6379" },
     },
@@ -716,32 +734,59 @@ export async function run(args: string[]): Promise<string> {
       guardrails: { global_daily_cap_usd: 1_000_000, redis: { prefix: redisPrefix } },
     };
     await Deno.writeTextFile(`${dir}/edge/gateway.json`, JSON.stringify(config));
-    const edge = procs.start(
-      "edge",
-      deno,
-      ["run", "--allow-net", "--allow-env", "--allow-read", "--allow-write", "src/main.ts"],
-      {
-        env: {
-          ...GATEWAY_ENV_BLANK,
-          ROLE: "edge",
-          PORT: "0",
-          GATEWAY_CONFIG: `${dir}/edge/gateway.json`,
-          DATA_DIR: `${dir}/edge`,
-          AGGREGATOR_URL: aggregatorUrl,
-          METERING_SECRET: meteringSecret,
-          BUDGET_STORE: "redis",
-          REDIS_REST_URL: bridgeUrl,
-          REDIS_REST_TOKEN: bridgeToken,
-          JWT_SECRET: secret,
-          LOG_LEVEL: "info",
-          OTEL_DENO: "true",
-          OTEL_EXPORTER_OTLP_ENDPOINT: sink.url,
-          OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf",
-          OTEL_SERVICE_NAME: "convergio-edge-bench",
+    const profile = values["cpu-prof"]
+      ? ["--cpu-prof", `--cpu-prof-dir=${values["cpu-prof"]}`]
+      : [];
+    /** An edge process with everything on; tracing as the sampler env says. Resolves once it listens. */
+    const startEdge = async (
+      name: string,
+      sampler: Record<string, string>,
+      flags: string[] = [],
+    ) => {
+      await Deno.mkdir(`${dir}/${name}`, { recursive: true });
+      const p = procs.start(
+        name,
+        deno,
+        [
+          "run",
+          ...flags,
+          "--allow-net",
+          "--allow-env",
+          "--allow-read",
+          "--allow-write",
+          "src/main.ts",
+        ],
+        {
+          env: {
+            ...GATEWAY_ENV_BLANK,
+            ROLE: "edge",
+            PORT: "0",
+            GATEWAY_CONFIG: `${dir}/edge/gateway.json`,
+            DATA_DIR: `${dir}/${name}`,
+            AGGREGATOR_URL: aggregatorUrl,
+            METERING_SECRET: meteringSecret,
+            BUDGET_STORE: "redis",
+            REDIS_REST_URL: bridgeUrl,
+            REDIS_REST_TOKEN: bridgeToken,
+            JWT_SECRET: secret,
+            LOG_LEVEL: "info",
+            OTEL_DENO: "true",
+            OTEL_EXPORTER_OTLP_ENDPOINT: sink.url,
+            OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf",
+            OTEL_SERVICE_NAME: `convergio-${name}-bench`,
+            ...sampler,
+          },
         },
-      },
-    );
-    const edgeUrl = await waitForLog(edge, /listening on (http:\/\/[\d.]+:\d+)/);
+      );
+      const url = await waitForLog(p, /listening on (http:\/\/[\d.]+:\d+)/);
+      if (!isLoopbackUrl(url)) throw new Error(`${name} is not on loopback: ${url}`);
+      await assertLoopbackListener(name, url);
+      return { proc: p, url };
+    };
+    const { proc: edge, url: edgeUrl } = await startEdge("edge", {
+      OTEL_TRACES_SAMPLER: "parentbased_traceidratio",
+      OTEL_TRACES_SAMPLER_ARG: String(TRACE_SAMPLE_RATIO),
+    }, profile);
     const token = await benchToken(secret, "managed");
 
     let peerUrl = "";
@@ -770,7 +815,6 @@ export async function run(args: string[]): Promise<string> {
         ["floor", floorUrl],
         ["aggregator", aggregatorUrl],
         ["bridge", bridgeUrl],
-        ["edge", edgeUrl],
         ...(peerUrl ? [["peer", peerUrl]] : []),
       ]
     ) {
@@ -810,6 +854,14 @@ export async function run(args: string[]): Promise<string> {
         skipped: peerUrl ? undefined : peerNote,
       },
     ];
+    /** Ours with every trace recorded: its own edge, started once ours is measured (below). */
+    const everyTrace: Target = {
+      name: "every-trace",
+      label: "ours, every trace",
+      url: "",
+      headers: { Authorization: `Bearer ${token}` },
+      groups: {},
+    };
     for (const t of targets) {
       if (t.skipped) continue;
       const err = await checkTarget(t, t.name === "peer" ? 30 : 10);
@@ -823,24 +875,18 @@ export async function run(args: string[]): Promise<string> {
     }
 
     const results: Record<string, Measured> = {};
-    const live = targets.filter((t) => !t.skipped);
-    for (const t of live) {
-      results[t.name] = {};
+    /** wrk saturation (50 conns), then the single-connection run. */
+    const measureLoad = async (t: Target) => {
       progress(
-        `${t.name}: wrk ${THREADS} threads ${CONNS} conns ${plan.satSeconds}s ` +
+        `${t.label ?? t.name}: wrk ${THREADS} threads ${CONNS} conns ${plan.satSeconds}s ` +
           `(+${plan.satWarmup}s warm-up), then 1 conn ${plan.latSeconds}s (+${plan.latWarmup}s)`,
       );
-      results[t.name].sat = await runWrk(
-        procs,
-        t,
-        "sat",
-        THREADS,
-        CONNS,
-        plan.satSeconds,
-        plan.satWarmup,
-      );
-      results[t.name].one = await runWrk(procs, t, "one", 1, 1, plan.latSeconds, plan.latWarmup);
-    }
+      const sat = await runWrk(procs, t, "sat", THREADS, CONNS, plan.satSeconds, plan.satWarmup);
+      const one = await runWrk(procs, t, "one", 1, 1, plan.latSeconds, plan.latWarmup);
+      results[t.name] = { sat, one };
+    };
+    const live = targets.filter((t) => !t.skipped);
+    for (const t of live) await measureLoad(t);
     for (const t of live) {
       progress(
         `${t.name}: ${plan.streamN} sequential SSE requests (+${plan.streamWarmup} warm-up)`,
@@ -879,6 +925,21 @@ export async function run(args: string[]): Promise<string> {
     const [{ rows: meteredRows }] = await db`SELECT count(*)::int AS rows FROM usage_events`;
     await db.end({ timeout: 5 });
     const redisKeys = await countRedisKeys(values.redis!, redisPrefix);
+    const oursExports = { ...sink.received };
+
+    // Ours is measured and its edge stopped: the same edge, recording every trace, now runs
+    // alone on these cores, measured the same way (wrk only), then stopped.
+    progress("starting the every-trace edge (OTEL_TRACES_SAMPLER=always_on)");
+    const all = await startEdge("edge-every-trace", { OTEL_TRACES_SAMPLER: "always_on" });
+    everyTrace.url = `${all.url}${chat}`;
+    everyTrace.groups = { edge: all.proc.pid, aggregator: aggregator.pid, bridge: bridge.pid };
+    const everyTraceErr = await checkTarget(everyTrace, 10);
+    if (everyTraceErr) throw new Error(everyTraceErr);
+    await measureLoad(everyTrace);
+    await procs.stop(all.proc, 20_000);
+    const everyTraceExports = Object.entries(sink.received)
+      .map(([k, v]) => [k, v - (oursExports[k] ?? 0)] as const)
+      .filter(([, v]) => v > 0);
     const peerVersions = peer.skipped ? "" : `@portkey-ai/gateway ${await versionOf(
       peerDir,
       "@portkey-ai/gateway",
@@ -892,30 +953,42 @@ export async function run(args: string[]): Promise<string> {
     const d = results.direct;
     const added = (r: Measured | undefined) =>
       r?.one && d.one ? `${signed(r.one.p50 - d.one.p50)} / ${signed(r.one.p99 - d.one.p99)}` : "—";
+    /** Streaming cells: "n/a" for a target measured with wrk only. */
+    const streamed = (s: StreamStats | undefined, cell: (s: StreamStats) => string) =>
+      s ? cell(s) : "n/a";
+    const shown = [...targets.slice(0, 3), everyTrace, ...targets.slice(3)];
     const row = (t: Target) => {
       const r = results[t.name];
-      if (!r) return `| ${t.name} | ${t.skipped} | — | — | — | — | — | — |`;
-      return `| ${t.name} | ${Math.round(r.sat!.rps)} | ${ms(r.sat!.p50)} | ${ms(r.sat!.p99)} | ${
+      const name = t.label ?? t.name;
+      if (!r) return `| ${name} | ${t.skipped} | — | — | — | — | — | — |`;
+      return `| ${name} | ${Math.round(r.sat!.rps)} | ${ms(r.sat!.p50)} | ${ms(r.sat!.p99)} | ${
         t.name === "direct" ? "0 / 0 (baseline)" : added(r)
-      } | ${ms(r.sse?.ttfbMs.p50)} | ${ms(r.sse?.totalMs.p50)} | ${
-        r.ws ? ms(r.ws.ttfbMs.p50) : "n/a"
-      } |`;
+      } | ${streamed(r.sse, (s) => ms(s.ttfbMs.p50))} | ${
+        streamed(r.sse, (s) => ms(s.totalMs.p50))
+      } | ${r.ws ? ms(r.ws.ttfbMs.p50) : "n/a"} |`;
     };
     const detail = (t: Target) => {
       const r = results[t.name];
-      if (!r) return `| ${t.name} | ${t.skipped} | | | | | | | |`;
+      const name = t.label ?? t.name;
+      if (!r) return `| ${name} | ${t.skipped} | | | | | | | |`;
       const cpu = Object.entries(r.sat!.cpuPerRequest).map(([k, v]) => `${k} ${v.toFixed(3)}`)
         .join(", ");
-      const s = r.sse!;
-      return `| ${t.name} | ${ms(r.one!.p50, 3)} / ${ms(r.one!.p99, 3)} | ${
+      const s = r.sse;
+      return `| ${name} | ${ms(r.one!.p50, 3)} / ${ms(r.one!.p99, 3)} | ${
         Math.round(r.one!.rps)
-      } | ${r.sat!.non2xx} / ${r.sat!.errors} | ${cpu || "—"} | ${s.ok}/${s.n} | ${
-        ms(s.ttfbMs.p99)
-      } | ${ms(s.firstContentMs?.p50)} | ${ms(s.totalMs.p99)} |${
-        s.firstError ? ` first error: ${s.firstError.slice(0, 120)}` : ""
+      } | ${r.sat!.non2xx} / ${r.sat!.errors} | ${cpu || "—"} | ${
+        streamed(s, (s) => `${s.ok}/${s.n}`)
+      } | ${streamed(s, (s) => ms(s.ttfbMs.p99))} | ${
+        streamed(s, (s) => ms(s.firstContentMs?.p50))
+      } | ${streamed(s, (s) => ms(s.totalMs.p99))} |${
+        s?.firstError ? ` first error: ${s.firstError.slice(0, 120)}` : ""
       }`;
     };
-    const o = results.ours, fl = results.floor, pr = results.peer;
+    const o = results.ours, et = results[everyTrace.name], fl = results.floor, pr = results.peer;
+    const addedP50 = (r: Measured) => `${signed(r.one!.p50 - d.one!.p50)} ms`;
+    const edgeCpu = (r: Measured) => ms(r.sat!.cpuPerRequest.edge, 3);
+    const exportsText = (entries: (readonly [string, number])[]) =>
+      entries.map(([k, v]) => `${k} ${v}`).join(", ") || "none";
     const ws = o.ws!;
     const addedTtfb = (r: Measured | undefined) =>
       r?.sse && d.sse ? `${signed(r.sse.ttfbMs.p50 - d.sse.ttfbMs.p50)} ms` : "n/a";
@@ -940,10 +1013,21 @@ export async function run(args: string[]): Promise<string> {
       `(\`fetch\` to the mock, its body streamed back as is), own process.`,
       `- **ours**: the gateway edge process (\`ROLE=edge\`) with everything on: JWT verify ` +
       `(managed-lane token), Redis budgets and rate limits (\`BUDGET_STORE=redis\` through the ` +
-      `Upstash-REST bridge process, \`deno task redis-bridge\`, in front of the real Redis), ` +
+      `Upstash-REST bridge process, \`deno task redis-bridge\`, in front of the real Redis; ` +
+      `local admission on, its default: no round trip before the provider for requests far from ` +
+      `every limit, one charge after the response), ` +
       `metering to a real aggregator process (\`ROLE=aggregator\`, a fresh Postgres database), ` +
-      `Prometheus metrics, OTLP export (\`OTEL_DENO=true\`, to a local sink answering 200) and ` +
-      `\`LOG_LEVEL=info\` request logs.`,
+      `Prometheus metrics, \`LOG_LEVEL=info\` request logs and OTLP tracing with ` +
+      `${samplePct} % parent-based head sampling (\`OTEL_DENO=true\`, ` +
+      `\`OTEL_TRACES_SAMPLER=parentbased_traceidratio\`, ` +
+      `\`OTEL_TRACES_SAMPLER_ARG=${TRACE_SAMPLE_RATIO}\`; the load carries no \`traceparent\`, ` +
+      `so every request is a root and ${samplePct} % of them are recorded), ` +
+      `exported to a local sink answering 200.`,
+      `- **ours, every trace**: a second edge process, the same as ours but ` +
+      `\`OTEL_TRACES_SAMPLER=always_on\` (Deno's default: every request traced and exported), ` +
+      `sharing ours' aggregator, bridge and Redis; it shows what full tracing costs. Started ` +
+      `once ours was measured and its edge stopped, and stopped after its own runs, so the two ` +
+      `edges never run at once; measured with the same wrk runs only (no SSE or WS: n/a).`,
       `- **peer**: ${
         peer.skipped
           ? `Portkey AI Gateway: ${peer.skipped}.`
@@ -963,7 +1047,7 @@ export async function run(args: string[]): Promise<string> {
       ``,
       `| target | RPS (50 conns) | P50 ms | P99 ms | added P50 / P99 ms (1 conn, vs direct) | SSE TTFB P50 ms | SSE total P50 ms | WS TTFB P50 ms |`,
       `|---|---|---|---|---|---|---|---|`,
-      ...targets.map(row),
+      ...shown.map(row),
       ``,
       `Ratios:`,
       ``,
@@ -972,6 +1056,9 @@ export async function run(args: string[]): Promise<string> {
       }**; ours/direct: ${ratio(o.sat?.rps, d.sat?.rps)}; floor/direct: ${
         ratio(fl.sat?.rps, d.sat?.rps)
       }${pr ? `; peer/direct: ${ratio(pr.sat?.rps, d.sat?.rps)}` : ""}`,
+      `- full tracing: throughput ours/every-trace: **${ratio(o.sat?.rps, et.sat?.rps)}**; ` +
+      `added P50 (1 connection, vs direct): ours ${addedP50(o)}, every trace ${addedP50(et)}; ` +
+      `edge CPU ms per request (50 conns): ours ${edgeCpu(o)}, every trace ${edgeCpu(et)}`,
       `- added latency, 1 connection, P50 / P99 vs direct: ours ${added(o)} ms; floor ${
         added(fl)
       } ms${pr ? `; peer ${added(pr)} ms` : ""}; ours over the floor: ${
@@ -987,7 +1074,7 @@ export async function run(args: string[]): Promise<string> {
       ``,
       `| target | 1 conn P50 / P99 ms | 1 conn RPS | 50 conns non-2xx / socket errors | CPU ms per request (50 conns) | SSE ok | SSE TTFB P99 ms | SSE first content P50 ms | SSE total P99 ms |`,
       `|---|---|---|---|---|---|---|---|---|`,
-      ...targets.map(detail),
+      ...shown.map(detail),
       ``,
       `## The edge process (ours) after the runs`,
       ``,
@@ -998,9 +1085,8 @@ export async function run(args: string[]): Promise<string> {
       `- usage events metered into the aggregator's Postgres: ${meteredRows}`,
       `- request log lines written: ${logLines}`,
       `- budget keys in Redis (prefix \`${redisPrefix}\`, deleted after): ${redisKeys}`,
-      `- OTLP exports received by the sink: ${
-        Object.entries(sink.received).map(([k, v]) => `${k} ${v}`).join(", ") || "none"
-      }`,
+      `- OTLP exports received by the sink: ${exportsText(Object.entries(oursExports))}; ` +
+      `from the every-trace edge, for its own runs: ${exportsText(everyTraceExports)}`,
     ].join("\n");
     progress("done");
 

@@ -241,6 +241,8 @@ Deno.test("bicep: backups, cache-only Redis, Key Vault RBAC and rotation, identi
   assert.match(apps, /keyVaultUrl: s\.value\n\s+identity: identityId/);
   assert.match(apps, /tracesConfiguration: \{\n\s+destinations: \[\n\s+'appInsights'/);
   assert.match(apps, /name: 'OTEL_DENO'\n\s+value: 'true'/);
+  assert.match(apps, /name: 'OTEL_TRACES_SAMPLER'\n\s+value: 'parentbased_traceidratio'/);
+  assert.match(apps, /name: 'OTEL_TRACES_SAMPLER_ARG'\n\s+value: '0\.1'/);
   assert.match(apps, /name: 'ROLE'\n\s+value: 'aggregator'/);
   assert.match(apps, /path: '\/healthz'/);
   const grace = /terminationGracePeriodSeconds: (\d+)/.exec(apps);

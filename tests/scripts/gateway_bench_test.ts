@@ -24,6 +24,14 @@ Deno.test("the side-by-side benchmark measures direct, floor and the gateway wit
   }
   assert.match(rowOf(report, "target | RPS", "peer")[1], /skipped \(--no-peer\)/);
 
+  // Ours recording every trace: its own edge, the wrk runs only, its CPU counted like ours.
+  const everyTrace = "ours, every trace";
+  assert.ok(Number(rowOf(report, "target | RPS", everyTrace)[1]) > 0, `${everyTrace} RPS`);
+  const [, , , , cpu, sse] = rowOf(report, "target | 1 conn", everyTrace);
+  assert.match(cpu, /^edge \d+\.\d+, aggregator \d+\.\d+, bridge \d+\.\d+$/);
+  assert.equal(sse, "n/a", "no streaming for the every-trace edge");
+  assert.match(report, /throughput ours\/every-trace: \*\*\d+\.\d+\*\*/);
+
   // Ours served the load itself, over HTTP and /v1/ws, and metered it end to end.
   assert.ok(Number(rowOf(report, "target | RPS", "ours")[7]) > 0, "a WS first-token time");
   assert.match(report, /WS first token .* \((\d+)\/\1 ok\)/);

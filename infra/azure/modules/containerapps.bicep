@@ -181,6 +181,16 @@ resource aggregator 'Microsoft.App/containerApps@2024-03-01' = {
               name: 'OTEL_DENO'
               value: 'true'
             }
+            // Head sampling: one root trace in ten, an inbound sampled traceparent always
+            // continued. Every trace costs a large share of per-request CPU (docs/benchmarks.md).
+            {
+              name: 'OTEL_TRACES_SAMPLER'
+              value: 'parentbased_traceidratio'
+            }
+            {
+              name: 'OTEL_TRACES_SAMPLER_ARG'
+              value: '0.1'
+            }
             {
               name: 'OTEL_SERVICE_NAME'
               value: 'convergio-aggregator'
