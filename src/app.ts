@@ -48,6 +48,9 @@ import type { SloEngine } from "./obs/slo.ts";
 import { adminSloRoutes } from "./api/admin_slo.ts";
 import { consoleRoutes } from "./console/routes.tsx";
 
+/** nginx's status for a request its client abandoned; never seen by that client. */
+export const CLIENT_CLOSED = 499;
+
 /** What the public edge needs. */
 export interface EdgeDeps {
   router: Router;
@@ -237,6 +240,11 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   });
 
   app.onError((err, c) => {
+    if (c.req.raw.signal.aborted && !(err instanceof GatewayError)) {
+      // The client hung up mid-request: nobody reads this answer and it is no
+      // server failure, so no 5xx for the SLOs and no "unhandled error" line.
+      return new Response(null, { status: CLIENT_CLOSED });
+    }
     let error = toGatewayError(err);
     if (aggregator && isConnectionError(err)) {
       aggregator.health.markDown(err);
