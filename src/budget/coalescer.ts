@@ -1,4 +1,4 @@
-import type { Redis } from "@upstash/redis";
+import type { Pipeline, PipelineResult } from "./rest_pipeline.ts";
 
 interface Pending {
   keys: string[];
@@ -17,25 +17,33 @@ async function sha1Hex(text: string): Promise<string> {
  * when no call is on the wire, a call goes out alone (no added latency);
  * calls that arrive meanwhile wait and go out together as one `/pipeline`
  * when it returns. Under load, concurrent admissions share round trips.
+ * Work off the hot path (charges, settlements) may `lingerMs` before the
+ * first call goes out, so that calls finishing close together share one.
  */
 export class ScriptCoalescer {
   #queue: Pending[] = [];
   #busy = false;
   readonly #sha: Promise<string>;
 
-  constructor(private readonly redis: Redis, private readonly script: string) {
+  constructor(
+    private readonly pipeline: Pipeline,
+    private readonly script: string,
+    private readonly lingerMs = 0,
+  ) {
     this.#sha = sha1Hex(script);
   }
 
   exec(keys: string[], args: string[]): Promise<unknown> {
     return new Promise((resolve, reject) => {
       this.#queue.push({ keys, args, resolve, reject });
-      if (!this.#busy) void this.#drain();
+      if (this.#busy) return;
+      this.#busy = true;
+      if (this.lingerMs > 0) setTimeout(() => void this.#drain(), this.lingerMs);
+      else void this.#drain();
     });
   }
 
   async #drain(): Promise<void> {
-    this.#busy = true;
     try {
       while (this.#queue.length) {
         const batch = this.#queue;
@@ -49,11 +57,11 @@ export class ScriptCoalescer {
 
   async #send(batch: Pending[], retried = false): Promise<void> {
     const sha = await this.#sha;
-    let results: Array<{ result?: unknown; error?: string }>;
+    let results: PipelineResult[];
     try {
-      const pipe = this.redis.pipeline();
-      for (const c of batch) pipe.evalsha(sha, c.keys, c.args);
-      results = await pipe.exec({ keepErrors: true });
+      results = await this.pipeline(
+        batch.map((c) => ["EVALSHA", sha, c.keys.length, ...c.keys, ...c.args]),
+      );
     } catch (err) {
       for (const c of batch) c.reject(err);
       return;
@@ -66,7 +74,8 @@ export class ScriptCoalescer {
     });
     if (missing.length) {
       try {
-        await this.redis.scriptLoad(this.script);
+        const [loaded] = await this.pipeline([["SCRIPT", "LOAD", this.script]]);
+        if (loaded.error) throw new Error(loaded.error);
       } catch (err) {
         for (const c of missing) c.reject(err);
         return;

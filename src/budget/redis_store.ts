@@ -2,6 +2,7 @@ import { Redis } from "@upstash/redis";
 import type { Config } from "../config.ts";
 import { ADMIT_LUA, SETTLE_LUA, SPEND_LUA } from "./redis_scripts.ts";
 import { ScriptCoalescer } from "./coalescer.ts";
+import { type Pipeline, restPipeline } from "./rest_pipeline.ts";
 import {
   type AdmitInput,
   type AdmitResult,
@@ -17,26 +18,34 @@ import {
 
 const DAY_TTL_S = 2 * 86_400;
 const MONTH_TTL_S = 35 * 86_400;
+/**
+ * Charges and settlements happen after the response: waiting this long lets
+ * the ones of requests finishing together share a round trip.
+ */
+const OFF_PATH_LINGER_MS = 2;
 const ttlFor = (s: SpendScope) => (s.period === "day" ? DAY_TTL_S : MONTH_TTL_S);
 
 /**
  * The shared store: Redis over the Upstash REST protocol, so one client serves
  * Upstash on Deno Deploy and a REST bridge in front of Redis when self-hosted.
- * Admission and settlement are one EVALSHA each (EVAL when the script is not
- * cached yet); concurrent admissions share `/pipeline` round trips.
+ * Admission and settlement are one EVALSHA each (after a SCRIPT LOAD when Redis
+ * has lost the script), sent by a bare `/pipeline` client; concurrent calls
+ * share round trips.
  */
 export class RedisBudgetStore implements BudgetStore {
   readonly #redis: Redis;
   readonly #keys: ReturnType<typeof keys>;
   readonly #admit;
+  readonly #charge;
   readonly #settle;
   readonly #spend;
 
-  constructor(redis: Redis, prefix: string) {
+  constructor(redis: Redis, pipeline: Pipeline, prefix: string) {
     this.#redis = redis;
     this.#keys = keys(prefix);
-    this.#admit = new ScriptCoalescer(redis, ADMIT_LUA);
-    this.#settle = new ScriptCoalescer(redis, SETTLE_LUA);
+    this.#admit = new ScriptCoalescer(pipeline, ADMIT_LUA);
+    this.#charge = new ScriptCoalescer(pipeline, ADMIT_LUA, OFF_PATH_LINGER_MS);
+    this.#settle = new ScriptCoalescer(pipeline, SETTLE_LUA, OFF_PATH_LINGER_MS);
     this.#spend = redis.createScript<number>(SPEND_LUA);
   }
 
@@ -53,7 +62,12 @@ export class RedisBudgetStore implements BudgetStore {
       enableAutoPipelining: false,
       readYourWrites: false,
     });
-    return new RedisBudgetStore(redis, cfg.prefix);
+    const pipeline = restPipeline({
+      url: cfg.url!,
+      token: cfg.token!.reveal(),
+      timeoutMs: cfg.timeout_ms,
+    });
+    return new RedisBudgetStore(redis, pipeline, cfg.prefix);
   }
 
   async #call<T>(what: string, fn: () => Promise<T>): Promise<T> {
@@ -102,7 +116,8 @@ export class RedisBudgetStore implements BudgetStore {
       MONTH_TTL_S,
       input.force ? 1 : 0,
     ].map(String);
-    const r = await this.#call("admit", () => this.#admit.exec(keyList, args)) as Array<
+    const script = input.force ? this.#charge : this.#admit;
+    const r = await this.#call("admit", () => script.exec(keyList, args)) as Array<
       string | number
     >;
     const n = (i: number) => Number(r[i]);
