@@ -181,7 +181,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     app.route("/v1", sessionRoutes({ ...deps, guard: edge.guard, requireAuth }));
     // Chat requests produce a usage event even when refused after auth.
     app.use("/v1/chat/*", async (c, next) => {
-      c.var.record.metered = true;
+      c.get("record").metered = true;
       await next();
     });
     app.use("/v1/chat/*", requireAuth);
@@ -250,13 +250,13 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       aggregator.health.markDown(err);
       error = readOnlyError("the ledger database is unreachable; try again shortly");
     }
-    const requestId = c.var.requestId ?? "unknown";
-    c.var.record.fields.error_code = error.code;
+    const requestId = c.get("requestId") ?? "unknown";
+    c.get("record").fields.error_code = error.code;
     if (error.code === "internal" && !(err instanceof GatewayError)) {
       log.error("unhandled error", { request_id: requestId, error: String(err) });
     }
     for (const [name, value] of Object.entries(error.headers)) c.header(name, value);
-    const body = c.var.errorShape === "openai"
+    const body = c.get("errorShape") === "openai"
       ? openaiErrorBody(error, requestId)
       : v7ErrorBody(error, requestId);
     return c.json(body, error.status as 400);

@@ -45,13 +45,13 @@ export function openaiChatRoutes(config: Config, chat: ChatService, clock: Clock
 
   app.post("/chat/completions", async (c) => {
     const request = await parseBody(c, ChatRequestSchema);
-    const requestId = c.var.requestId;
+    const requestId = c.get("requestId");
     const call = {
-      principal: c.var.principal,
+      principal: c.get("principal"),
       request,
-      record: c.var.record,
+      record: c.get("record"),
       signal: c.req.raw.signal,
-      trace: c.var.trace,
+      trace: c.get("trace"),
       transport: request.stream ? "sse" as const : "http" as const,
     };
     const id = `chatcmpl-${requestId}`;
@@ -84,7 +84,7 @@ export function openaiChatRoutes(config: Config, chat: ChatService, clock: Clock
 
     const stream = await chat.stream(call);
     setServedHeaders(c, stream);
-    c.var.record.defer();
+    c.get("record").defer();
     const includeUsage = request.stream_options?.include_usage === true;
     return streamSSE(c, async (sse) => {
       const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
@@ -129,7 +129,7 @@ export function openaiChatRoutes(config: Config, chat: ChatService, clock: Clock
           },
           error: (err) => sse.writeSSE({ data: JSON.stringify(openaiErrorBody(err, requestId)) }),
         },
-        c.var.record,
+        c.get("record"),
         c.req.raw.signal,
       );
     });

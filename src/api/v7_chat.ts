@@ -65,19 +65,19 @@ export function v7ChatRoutes(chat: ChatService, defaultModel: string, clock: Clo
 
   app.post("/chat", async (c) => {
     const body = await parseBody(c, V7ChatRequestSchema);
-    c.var.record.fields.session_id = body.session_id;
-    const principal = c.var.principal;
+    c.get("record").fields.session_id = body.session_id;
+    const principal = c.get("principal");
     const out = await chat.complete({
       principal,
       request: toCanonical(body, defaultModel, principal.mode),
-      record: c.var.record,
+      record: c.get("record"),
       signal: c.req.raw.signal,
-      trace: c.var.trace,
+      trace: c.get("trace"),
       transport: "http",
     });
     setServedHeaders(c, out);
     return c.json({
-      request_id: c.var.requestId,
+      request_id: c.get("requestId"),
       model: out.alias,
       provider: out.provider,
       message: {
@@ -92,20 +92,20 @@ export function v7ChatRoutes(chat: ChatService, defaultModel: string, clock: Clo
 
   app.post("/chat/stream", async (c) => {
     const body = await parseBody(c, V7ChatRequestSchema);
-    c.var.record.fields.session_id = body.session_id;
-    const principal = c.var.principal;
-    const requestId = c.var.requestId;
+    c.get("record").fields.session_id = body.session_id;
+    const principal = c.get("principal");
+    const requestId = c.get("requestId");
     const signal = c.req.raw.signal;
     const stream = await chat.stream({
       principal,
       request: toCanonical(body, defaultModel, principal.mode),
-      record: c.var.record,
+      record: c.get("record"),
       signal,
-      trace: c.var.trace,
+      trace: c.get("trace"),
       transport: "sse",
     });
     setServedHeaders(c, stream);
-    c.var.record.defer();
+    c.get("record").defer();
     let eventId = 0;
     return streamSSE(c, async (sse) => {
       const send = (type: string, data: Record<string, unknown>) =>
@@ -120,7 +120,7 @@ export function v7ChatRoutes(chat: ChatService, defaultModel: string, clock: Clo
             ...data,
           }),
         });
-      await driveStream(stream, v7Sink(stream, send), c.var.record, signal);
+      await driveStream(stream, v7Sink(stream, send), c.get("record"), signal);
     });
   });
 

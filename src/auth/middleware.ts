@@ -14,7 +14,7 @@ export function bearerToken(header: string | undefined): string | undefined {
 /** Requires a valid bearer JWT and puts the caller on the context as `principal`. */
 export function bearerAuth(tokens: TokenService, tracer: Tracer): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const principal = await inSpan(tracer, c.var.trace, "auth", {}, async (span) => {
+    const principal = await inSpan(tracer, c.get("trace"), "auth", {}, async (span) => {
       const token = bearerToken(c.req.header("authorization"));
       if (!token) throw new GatewayError("auth.invalid", "missing bearer token");
       const p = await tokens.verify(token);
@@ -22,7 +22,7 @@ export function bearerAuth(tokens: TokenService, tracer: Tracer): MiddlewareHand
       return p;
     });
     c.set("principal", principal);
-    c.var.record.identify(principal);
+    c.get("record").identify(principal);
     await next();
   };
 }

@@ -6,7 +6,7 @@ import { GatewayError } from "../errors.ts";
 /** Admits callers holding one of `roles`; others get 403 `auth.forbidden`. */
 export function requireRole(...roles: Role[]): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    if (!c.var.principal.roles.some((r) => roles.includes(r))) {
+    if (!c.get("principal").roles.some((r) => roles.includes(r))) {
       throw new GatewayError("auth.forbidden", `this needs one of the roles: ${roles.join(", ")}`);
     }
     await next();

@@ -179,10 +179,24 @@ export function requestScopes(tenant: string, user: string, periods: Periods): S
   ];
 }
 
+const DAY_MS = 86_400_000;
+/** The UTC day last asked for: every request asks, and days change rarely. */
+let lastDay = { start: NaN, periods: { day: "", month: "" } };
+
 /** UTC day and month buckets. */
 export function periodsAt(ms: number): Periods {
-  const iso = new Date(ms).toISOString();
-  return { day: iso.slice(0, 10).replaceAll("-", ""), month: iso.slice(0, 7).replace("-", "") };
+  const start = Math.floor(ms / DAY_MS) * DAY_MS;
+  if (start !== lastDay.start) {
+    const iso = new Date(start).toISOString();
+    lastDay = {
+      start,
+      periods: {
+        day: iso.slice(0, 10).replaceAll("-", ""),
+        month: iso.slice(0, 7).replace("-", ""),
+      },
+    };
+  }
+  return lastDay.periods;
 }
 
 export const usdToMicro = (usd: number): number => Math.round(usd * 1e6);

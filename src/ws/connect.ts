@@ -56,7 +56,7 @@ export async function acceptSocket(
   const token = tokenOf(c, protocols);
   if (!token) throw new GatewayError("auth.invalid", "missing bearer token");
   const principal: Principal = await deps.tokens.verify(token);
-  c.var.record.identify(principal);
+  c.get("record").identify(principal);
   if (protocols.length && !protocols.includes(SUBPROTOCOL)) {
     throw new GatewayError("request.invalid", `offer the ${SUBPROTOCOL} subprotocol`);
   }
@@ -79,7 +79,7 @@ export async function acceptSocket(
     metrics.wsSessions.inc({ kind });
   }
   const s = session;
-  const started = c.var.record.startedAtMs;
+  const started = c.get("record").startedAtMs;
   const { socket, response } = Deno.upgradeWebSocket(c.req.raw, {
     protocol: protocols.includes(SUBPROTOCOL) ? SUBPROTOCOL : undefined,
     idleTimeout: config.ws.ping_timeout_s,

@@ -15,6 +15,7 @@ import {
   type BudgetStore,
   type BurstLimits,
   type Periods,
+  periodsAt,
   requestScopes,
   type SpendBudgets,
   type SpendScope,
@@ -661,4 +662,14 @@ Deno.test("memory: an override expires when the clock passes expires_at", async 
   assert.equal(await store.getOverride("t1"), null);
   const blocked = await store.admit(input({ spend: managed(budgets, 1) }));
   assert.ok(!blocked.ok && blocked.reason === "budget", JSON.stringify(blocked));
+});
+
+Deno.test("periodsAt: UTC day and month buckets, across a day and a month boundary", () => {
+  assert.deepEqual(periodsAt(Date.UTC(2026, 10, 30, 23, 59, 59, 999)), {
+    day: "20261130",
+    month: "202611",
+  });
+  assert.deepEqual(periodsAt(Date.UTC(2026, 11, 1)), { day: "20261201", month: "202612" });
+  assert.deepEqual(periodsAt(Date.UTC(2026, 11, 1, 12)), { day: "20261201", month: "202612" });
+  assert.deepEqual(periodsAt(Date.UTC(2026, 10, 30, 1)), { day: "20261130", month: "202611" });
 });
