@@ -5,11 +5,22 @@ export type LogFields = Record<string, unknown>;
 
 /** Field names whose values are credentials, whatever object they sit in. */
 const SENSITIVE = /(^|_)(authorization|secret|password|token|cookie|key)$/i;
+/** Field names repeat on every line: each is matched once (bounded, in case names are data). */
+const verdicts = new Map<string, boolean>();
+
+function sensitive(key: string): boolean {
+  let verdict = verdicts.get(key);
+  if (verdict === undefined) {
+    verdict = SENSITIVE.test(key);
+    if (verdicts.size < 4096) verdicts.set(key, verdict);
+  }
+  return verdict;
+}
 
 export function redactFields(fields: LogFields): LogFields {
   const out: LogFields = {};
   for (const [key, value] of Object.entries(fields)) {
-    out[key] = SENSITIVE.test(key) && value != null && typeof value !== "number"
+    out[key] = sensitive(key) && value != null && typeof value !== "number"
       ? "[redacted]"
       : value !== null && typeof value === "object" && !Array.isArray(value)
       ? redactFields(value as LogFields)
