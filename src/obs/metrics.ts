@@ -249,6 +249,20 @@ export function createMetrics(
       labelNames: ["direction"] as const,
       registers: [registry],
     }),
+    // Saturation: the process's memory, read at scrape time.
+    memory: new Gauge({
+      name: "convergio_process_memory_bytes",
+      help: "Process memory: rss, and the JS heap's total (reserved) and used bytes, and external.",
+      labelNames: ["kind"] as const,
+      registers: [registry],
+      collect() {
+        const m = Deno.memoryUsage();
+        this.set({ kind: "rss" }, m.rss);
+        this.set({ kind: "heap_total" }, m.heapTotal);
+        this.set({ kind: "heap_used" }, m.heapUsed);
+        this.set({ kind: "external" }, m.external);
+      },
+    }),
     budgetFraction: new Gauge({
       name: "convergio_budget_fraction_used",
       help:
