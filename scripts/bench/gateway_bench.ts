@@ -918,6 +918,11 @@ export async function run(args: string[]): Promise<string> {
       served += n;
       if (line.includes('status_class="2xx"')) served2xx += n;
     }
+    const heapMiB = (kind: string) =>
+      Number(
+        new RegExp(`^convergio_process_memory_bytes\\{kind="${kind}"\\} (\\d+)`, "m")
+          .exec(metricsText)?.[1],
+      ) / 1048576;
     // Stopping the edge flushes its metering spool to the aggregator.
     await procs.stop(edge, 20_000);
     const logLines = await countLines(edge.log);
@@ -1080,7 +1085,9 @@ export async function run(args: string[]): Promise<string> {
       ``,
       `- memory: VmRSS ${(mem.rss / 1024).toFixed(1)} MiB, peak (VmHWM) ${
         (mem.hwm / 1024).toFixed(1)
-      } MiB`,
+      } MiB; JS heap (\`convergio_process_memory_bytes\`) ${heapMiB("heap_used").toFixed(1)} MiB ` +
+      `used of ${heapMiB("heap_total").toFixed(1)} MiB reserved (used counts garbage not yet ` +
+      `collected)`,
       `- requests served (\`convergio_http_requests_total\`): ${served} (${served2xx} 2xx)`,
       `- usage events metered into the aggregator's Postgres: ${meteredRows}`,
       `- request log lines written: ${logLines}`,
