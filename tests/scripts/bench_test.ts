@@ -4,6 +4,7 @@ import { percentiles } from "../../scripts/bench/support.ts";
 import { run as runBudget } from "../../scripts/bench/budget.ts";
 import { run as runIngest } from "../../scripts/bench/ingest.ts";
 import { run as runObservability } from "../../scripts/bench/observability.ts";
+import { run as runSoak, slope } from "../../scripts/bench/soak.ts";
 import { run as runWs } from "../../scripts/bench/ws.ts";
 
 Deno.test("percentiles pick from the sorted samples", () => {
@@ -83,4 +84,21 @@ Deno.test("the WebSocket load check runs chat and voice sessions against a real 
   const cells = voice.split("|").map((c) => c.trim());
   assert.equal(cells[5], "3", "every voice session completed");
   assert.equal(cells[6], "0", "no dropouts");
+});
+
+Deno.test("slope is the least-squares growth per unit of x", () => {
+  assert.equal(slope([[0, 1], [1, 3], [2, 5]]), 2);
+  assert.equal(slope([[0, 4], [1, 4], [2, 4]]), 0);
+  assert.equal(slope([[1, 7], [1, 9]]), 0);
+});
+
+Deno.test("the soak benchmark samples a real gateway's memory slice by slice", async () => {
+  const out = await runSoak(["--minutes", "0.05", "--slice", "2", "--connections", "4"]);
+  const rows = out.split("\n").filter((l) => /^\| \d/.test(l));
+  assert.equal(rows.length, 2, out);
+  for (const row of rows) {
+    const [, requests, rss, used, reserved] = row.split("|").slice(1, 6).map((c) => Number(c));
+    assert.ok(requests > 0 && rss > used && reserved >= used && used > 0, row);
+  }
+  assert.match(out, /growth after the first slice \(least squares, MiB per minute\): RSS -?[\d.]+/);
 });
