@@ -33,17 +33,16 @@ export function slope(points: Array<[number, number]>): number {
   return sxx === 0 ? 0 : sxy / sxx;
 }
 
-async function memoryOf(url: string, pid: number) {
+/** The gateway's own memory gauge, as an operator's Prometheus reads it. */
+async function memoryOf(url: string) {
   const text = await (await fetch(`${url}/metrics`)).text();
   const gauge = (kind: string) =>
     Number(
       new RegExp(`^convergio_process_memory_bytes\\{kind="${kind}"\\} (\\d+)`, "m")
         .exec(text)?.[1],
     ) / 1048576;
-  const status = await Deno.readTextFile(`/proc/${pid}/status`);
-  const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]);
   return {
-    rssMiB: rssKiB / 1024,
+    rssMiB: gauge("rss"),
     heapUsedMiB: gauge("heap_used"),
     heapTotalMiB: gauge("heap_total"),
   };
@@ -146,7 +145,7 @@ export async function run(args: string[]): Promise<string> {
       samples.push({
         minute: (performance.now() - started) / 60_000,
         requests,
-        ...(await memoryOf(gateway.url, gateway.pid)),
+        ...(await memoryOf(gateway.url)),
       });
     }
     const trend = (pick: (s: Sample) => number) =>

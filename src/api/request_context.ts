@@ -1,4 +1,4 @@
-import type { Tracer } from "@opentelemetry/api";
+import { context, type Tracer } from "@opentelemetry/api";
 import type { MiddlewareHandler } from "hono";
 import { routePath } from "hono/route";
 import type { Clock } from "../clock.ts";
@@ -28,6 +28,7 @@ export function requestContext(
       method: c.req.method,
       route: c.req.path,
       headers: c.req.raw.headers,
+      active: context.active(),
       clock,
       tracer,
       onEnd,

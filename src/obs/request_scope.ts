@@ -19,6 +19,8 @@ export function beginRequest(opts: {
   method: string;
   route: string;
   headers: Headers;
+  /** The context the request arrived in; its server span, if any, becomes the parent. */
+  active?: Context;
   clock: Clock;
   tracer: Tracer;
   onEnd: (done: FinishedRequest) => void;
@@ -32,6 +34,7 @@ export function beginRequest(opts: {
       "url.path": opts.route,
       request_id: opts.requestId,
     },
+    opts.active,
   );
   const traceId = traceIdOf(span);
   const record = new RequestRecord(

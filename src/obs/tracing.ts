@@ -23,15 +23,24 @@ export function defaultTracer(): Tracer {
   return trace.getTracer("convergio-gateway");
 }
 
-/** Starts the request's root span, continuing an inbound W3C `traceparent`. */
+/**
+ * Starts the request's root span. Under a server span that is already active
+ * (Deno's own, with OTEL_DENO), it is that span's child: one trace holds the
+ * HTTP server span, ours and Deno's fetch spans, and shares one sampling
+ * decision. Otherwise it continues an inbound W3C `traceparent`.
+ */
 export function startRequestSpan(
   tracer: Tracer,
   headers: Headers,
   name: string,
   attributes: Attributes,
+  active?: Context,
 ): { span: Span; ctx: Context } {
-  const carrier = Object.fromEntries(headers);
-  const parent = propagator.extract(ROOT_CONTEXT, carrier, defaultTextMapGetter);
+  const parent = active && trace.getSpan(active)
+    ? active
+    : headers.has("traceparent")
+    ? propagator.extract(ROOT_CONTEXT, Object.fromEntries(headers), defaultTextMapGetter)
+    : ROOT_CONTEXT;
   const span = tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, parent);
   return { span, ctx: trace.setSpan(parent, span) };
 }

@@ -5,6 +5,8 @@ import {
   type ReadableSpan,
   SimpleSpanProcessor,
 } from "@opentelemetry/sdk-trace-base";
+import { ROOT_CONTEXT, trace } from "@opentelemetry/api";
+import { startRequestSpan } from "../../src/obs/tracing.ts";
 import { readSse, startGateway, testConfig } from "../support/gateway.ts";
 
 function tracing() {
@@ -126,4 +128,27 @@ Deno.test("with tracing off the log line has no trace id unless a traceparent ca
   } finally {
     await gw.close();
   }
+});
+
+Deno.test("the request span is a child of an active server span, else continues a traceparent", () => {
+  const { exporter, tracer } = tracing();
+  const inbound = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+  const headers = new Headers({ traceparent: inbound });
+  const server = tracer.startSpan("POST (Deno's server span)");
+  const active = trace.setSpan(ROOT_CONTEXT, server);
+
+  startRequestSpan(tracer, headers, "under server", {}, active).span.end();
+  startRequestSpan(tracer, headers, "from traceparent", {}, ROOT_CONTEXT).span.end();
+  startRequestSpan(tracer, new Headers(), "new root", {}).span.end();
+  server.end();
+
+  const byName = (name: string) => exporter.getFinishedSpans().find((s) => s.name === name)!;
+  assert.equal(parentOf(byName("under server")), server.spanContext().spanId);
+  assert.equal(byName("under server").spanContext().traceId, server.spanContext().traceId);
+  assert.equal(parentOf(byName("from traceparent")), "b7ad6b7169203331");
+  assert.equal(
+    byName("from traceparent").spanContext().traceId,
+    "0af7651916cd43dd8448eb211c80319c",
+  );
+  assert.equal(parentOf(byName("new root")), undefined);
 });
