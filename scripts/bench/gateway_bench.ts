@@ -31,14 +31,9 @@ import postgres from "postgres";
 import { createClient } from "redis";
 import { isLoopbackUrl } from "./floor_proxy.ts";
 import { measureSse, measureWs, SSE_BODY, type StreamStats } from "./stream_client.ts";
-import { benchToken } from "./support.ts";
+import { benchGatewayConfig, benchToken, CHAT_BODY as BODY, luaScript } from "./support.ts";
 
 const ROOT = decodeURIComponent(new URL("../../", import.meta.url).pathname);
-const BODY = JSON.stringify({
-  model: "gpt-4o-mini",
-  messages: [{ role: "user", content: "Say hello." }],
-  max_tokens: 16,
-});
 const THREADS = 2;
 const CONNS = 50;
 /**
@@ -336,24 +331,6 @@ interface WrkResult {
   errors: number;
   /** CPU ms per request of the target's processes during the measured run, by label. */
   cpuPerRequest: Record<string, number>;
-}
-
-const luaString = (s: string) => `[==[${s}]==]`;
-
-function luaScript(headers: Record<string, string>): string {
-  return [
-    `wrk.method = "POST"`,
-    `wrk.body = ${luaString(BODY)}`,
-    `wrk.headers["Content-Type"] = "application/json"`,
-    ...Object.entries(headers).map(([k, v]) => `wrk.headers[ ${luaString(k)} ] = ${luaString(v)}`),
-    `done = function(summary, latency, requests)`,
-    `  local s = summary.duration / 1e6`,
-    `  local e = summary.errors`,
-    `  io.write(string.format("RESULT rps=%.1f requests=%d p50_ms=%.3f p99_ms=%.3f non2xx=%d errs=%d\\n",`,
-    `    summary.requests / s, summary.requests, latency:percentile(50) / 1000,`,
-    `    latency:percentile(99) / 1000, e.status, e.connect + e.read + e.write + e.timeout))`,
-    `end`,
-  ].join("\n");
 }
 
 interface Target {
@@ -717,23 +694,10 @@ export async function run(args: string[]): Promise<string> {
     ]);
 
     progress("starting the edge (everything on)");
-    const config = {
-      providers: { mock: { protocol: "openai", base_url: `${mockUrl}/v1`, api_key: "sk-mock" } },
-      models: {
-        "gpt-4o-mini": {
-          deployments: [{ provider: "mock", model: "gpt-4o-mini" }],
-          price: { input_per_1m: 0.15, output_per_1m: 0.6 },
-        },
-      },
-      tenant_defaults: {
-        rpm: 1_000_000_000,
-        tpm: 1_000_000_000_000,
-        daily_budget_usd: 1_000_000,
-        monthly_budget_usd: 10_000_000,
-      },
-      guardrails: { global_daily_cap_usd: 1_000_000, redis: { prefix: redisPrefix } },
-    };
-    await Deno.writeTextFile(`${dir}/edge/gateway.json`, JSON.stringify(config));
+    await Deno.writeTextFile(
+      `${dir}/edge/gateway.json`,
+      JSON.stringify(benchGatewayConfig(mockUrl, redisPrefix)),
+    );
     const profile = values["cpu-prof"]
       ? ["--cpu-prof", `--cpu-prof-dir=${values["cpu-prof"]}`]
       : [];

@@ -13,7 +13,7 @@ import postgres from "postgres";
 import { createClient } from "redis";
 import { startBridge } from "../redis-rest-bridge.ts";
 import { startMockUpstream } from "./mock_upstream.ts";
-import { benchToken, spawnGateway } from "./support.ts";
+import { benchGatewayConfig, benchToken, luaScript, spawnGateway } from "./support.ts";
 
 interface Sample {
   minute: number;
@@ -74,28 +74,7 @@ export async function run(args: string[]): Promise<string> {
   try {
     await Deno.writeTextFile(
       `${dir}/gateway.json`,
-      JSON.stringify({
-        providers: {
-          mock: {
-            protocol: "openai",
-            base_url: `http://127.0.0.1:${mock.addr.port}/v1`,
-            api_key: "sk-mock",
-          },
-        },
-        models: {
-          "gpt-4o-mini": {
-            deployments: [{ provider: "mock", model: "gpt-4o-mini" }],
-            price: { input_per_1m: 0.15, output_per_1m: 0.6 },
-          },
-        },
-        tenant_defaults: {
-          rpm: 1_000_000_000,
-          tpm: 1_000_000_000_000,
-          daily_budget_usd: 1_000_000,
-          monthly_budget_usd: 10_000_000,
-        },
-        guardrails: { global_daily_cap_usd: 1_000_000, redis: { prefix: `cvgsoak-${id}` } },
-      }),
+      JSON.stringify(benchGatewayConfig(`http://127.0.0.1:${mock.addr.port}`, `cvgsoak-${id}`)),
     );
     gateway = await spawnGateway({
       ROLE: "all",
@@ -111,15 +90,7 @@ export async function run(args: string[]): Promise<string> {
     });
     const token = await benchToken(secret, "managed");
     const lua = `${dir}/post.lua`;
-    await Deno.writeTextFile(
-      lua,
-      [
-        `wrk.method = "POST"`,
-        `wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}'`,
-        `wrk.headers["Content-Type"] = "application/json"`,
-        `wrk.headers["Authorization"] = "Bearer ${token}"`,
-      ].join("\n"),
-    );
+    await Deno.writeTextFile(lua, luaScript({ Authorization: `Bearer ${token}` }));
     const samples: Sample[] = [];
     const started = performance.now();
     let requests = 0;

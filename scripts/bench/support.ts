@@ -93,3 +93,49 @@ export async function benchToken(
   }).mint({ user_id: "bench", tenant_id: "bench", roles: ["user"], mode, ttl_s: 3600 });
   return token;
 }
+
+/** The non-streamed request every load run sends. */
+export const CHAT_BODY = JSON.stringify({
+  model: "gpt-4o-mini",
+  messages: [{ role: "user", content: "Say hello." }],
+  max_tokens: 16,
+});
+
+const luaString = (s: string) => `[==[${s}]==]`;
+
+/** A wrk script POSTing CHAT_BODY with `headers`, printing a RESULT line wrk's summary lacks. */
+export function luaScript(headers: Record<string, string>): string {
+  return [
+    `wrk.method = "POST"`,
+    `wrk.body = ${luaString(CHAT_BODY)}`,
+    `wrk.headers["Content-Type"] = "application/json"`,
+    ...Object.entries(headers).map(([k, v]) => `wrk.headers[ ${luaString(k)} ] = ${luaString(v)}`),
+    `done = function(summary, latency, requests)`,
+    `  local s = summary.duration / 1e6`,
+    `  local e = summary.errors`,
+    `  io.write(string.format("RESULT rps=%.1f requests=%d p50_ms=%.3f p99_ms=%.3f non2xx=%d errs=%d\\n",`,
+    `    summary.requests / s, summary.requests, latency:percentile(50) / 1000,`,
+    `    latency:percentile(99) / 1000, e.status, e.connect + e.read + e.write + e.timeout))`,
+    `end`,
+  ].join("\n");
+}
+
+/** The gateway config of the load benchmarks: the OpenAI-wire mock, limits that never bind. */
+export function benchGatewayConfig(mockUrl: string, redisPrefix: string) {
+  return {
+    providers: { mock: { protocol: "openai", base_url: `${mockUrl}/v1`, api_key: "sk-mock" } },
+    models: {
+      "gpt-4o-mini": {
+        deployments: [{ provider: "mock", model: "gpt-4o-mini" }],
+        price: { input_per_1m: 0.15, output_per_1m: 0.6 },
+      },
+    },
+    tenant_defaults: {
+      rpm: 1_000_000_000,
+      tpm: 1_000_000_000_000,
+      daily_budget_usd: 1_000_000,
+      monthly_budget_usd: 10_000_000,
+    },
+    guardrails: { global_daily_cap_usd: 1_000_000, redis: { prefix: redisPrefix } },
+  };
+}
