@@ -32,7 +32,14 @@ import type { BudgetStore } from "./budget/store.ts";
 import type { Clock } from "./clock.ts";
 import type { Config } from "./config.ts";
 import type { Sql } from "./db/client.ts";
-import { GatewayError, openaiErrorBody, toGatewayError, v7ErrorBody } from "./errors.ts";
+import {
+  CANCELLED_CODE,
+  CLIENT_CLOSED,
+  GatewayError,
+  openaiErrorBody,
+  toGatewayError,
+  v7ErrorBody,
+} from "./errors.ts";
 import { usageEventOf } from "./metering/from_request.ts";
 import type { UsageEvent } from "./metering/usage_event.ts";
 import type { Logger } from "./obs/log.ts";
@@ -47,9 +54,6 @@ import type { Tracer } from "@opentelemetry/api";
 import type { SloEngine } from "./obs/slo.ts";
 import { adminSloRoutes } from "./api/admin_slo.ts";
 import { consoleRoutes } from "./console/routes.tsx";
-
-/** nginx's status for a request its client abandoned; never seen by that client. */
-export const CLIENT_CLOSED = 499;
 
 /** What the public edge needs. */
 export interface EdgeDeps {
@@ -243,6 +247,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     if (c.req.raw.signal.aborted && !(err instanceof GatewayError)) {
       // The client hung up mid-request: nobody reads this answer and it is no
       // server failure, so no 5xx for the SLOs and no "unhandled error" line.
+      c.get("record").fields.error_code = CANCELLED_CODE;
       return new Response(null, { status: CLIENT_CLOSED });
     }
     let error = toGatewayError(err);

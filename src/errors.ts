@@ -24,6 +24,13 @@ export const ERROR_CODES = {
 
 export type ErrorCode = keyof typeof ERROR_CODES;
 
+/**
+ * nginx's status for a request its client abandoned, logged with the
+ * `request.cancelled` error code: never seen by that client, never a 5xx.
+ */
+export const CLIENT_CLOSED = 499;
+export const CANCELLED_CODE = "request.cancelled";
+
 export class GatewayError extends Error {
   readonly code: ErrorCode;
   readonly status: number;

@@ -1,4 +1,4 @@
-import { GatewayError, toGatewayError } from "../errors.ts";
+import { CANCELLED_CODE, CLIENT_CLOSED, GatewayError, toGatewayError } from "../errors.ts";
 import type { RequestRecord } from "../obs/request_record.ts";
 import type { FinishReason, ProviderEvent } from "../providers/types.ts";
 import type { StreamingChat, UsageSummary } from "./chat_service.ts";
@@ -45,10 +45,12 @@ export async function driveStream(
   } catch (err) {
     const cancelled = signal.aborted;
     const error = cancelled
-      ? new GatewayError("request.invalid", "client cancelled the request", { status: 499 })
+      ? new GatewayError("request.invalid", "client cancelled the request", {
+        status: CLIENT_CLOSED,
+      })
       : toGatewayError(err);
     const usage = chat.settle(null, produced, toolIndexes.size);
-    record.fields.error_code = cancelled ? "request.cancelled" : error.code;
+    record.fields.error_code = cancelled ? CANCELLED_CODE : error.code;
     await (cancelled ? sink.cancelled?.(usage) : sink.error(error, usage))?.catch(() => {});
     record.end(error.status);
   }

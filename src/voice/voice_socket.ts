@@ -3,7 +3,7 @@ import type { ControlView } from "../control/view.ts";
 import { Hono } from "hono";
 import type { AppEnv } from "../api/context.ts";
 import type { Admission, Guard } from "../budget/guard.ts";
-import { GatewayError, toGatewayError } from "../errors.ts";
+import { CLIENT_CLOSED, GatewayError, toGatewayError } from "../errors.ts";
 import { costUsd } from "../metering/pricing.ts";
 import { beginRequest } from "../obs/request_scope.ts";
 import type { TokenUsage } from "../providers/types.ts";
@@ -406,8 +406,10 @@ export function voiceSocketRoutes(deps: VoiceSocketDeps) {
             session.inflight.set(frame.request_id, req.ac);
             req.ac.signal.addEventListener("abort", () => {
               req.finish(
-                499,
-                new GatewayError("request.invalid", "voice request cancelled", { status: 499 }),
+                CLIENT_CLOSED,
+                new GatewayError("request.invalid", "voice request cancelled", {
+                  status: CLIENT_CLOSED,
+                }),
               );
             }, { once: true });
             req.start().catch((err) => {

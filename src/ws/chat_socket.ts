@@ -5,7 +5,7 @@ import type { AppEnv } from "../api/context.ts";
 import { driveStream } from "../api/stream_driver.ts";
 import { toCanonical } from "../api/v7_chat.ts";
 import { v7Sink } from "../api/v7_sink.ts";
-import { GatewayError, toGatewayError } from "../errors.ts";
+import { CANCELLED_CODE, CLIENT_CLOSED, GatewayError, toGatewayError } from "../errors.ts";
 import type { FinishedRequest } from "../obs/request_record.ts";
 import { beginRequest } from "../obs/request_scope.ts";
 import { CHAT_FRAMES, type ChatStartFrame, parseFrame } from "./frames.ts";
@@ -73,7 +73,7 @@ export async function runChat(
   } catch (err) {
     if (ac.signal.aborted) {
       // Cancelled before the first token: nothing was produced or charged.
-      record.fields.error_code = "request.cancelled";
+      record.fields.error_code = CANCELLED_CODE;
       session.send({
         type: "chat.complete",
         request_id: id,
@@ -89,7 +89,7 @@ export async function runChat(
           cost_usd: 0,
         },
       });
-      record.end(499);
+      record.end(CLIENT_CLOSED);
       return;
     }
     const error = toGatewayError(err);

@@ -4,7 +4,7 @@
  * and the request still produces its usage event.
  */
 import assert from "node:assert/strict";
-import { CLIENT_CLOSED } from "../../src/app.ts";
+import { CANCELLED_CODE, CLIENT_CLOSED } from "../../src/errors.ts";
 import { startGateway, testConfig } from "../support/gateway.ts";
 
 Deno.test("a client that disconnects mid-request is recorded as 499, metered, and not an error", async () => {
@@ -50,6 +50,7 @@ Deno.test("a client that disconnects mid-request is recorded as 499, metered, an
     }
     assert.ok(line, "the abandoned request is logged once it ends");
     assert.equal(line.status, CLIENT_CLOSED);
+    assert.equal(line.error_code, CANCELLED_CODE);
     assert.equal(gw.logs.filter((l) => l.msg === "unhandled error").length, 0);
     assert.equal(gw.events.length, 1, "its usage event is not lost");
     const metrics = await (await fetch(`${gw.url}/metrics`)).text();
