@@ -10,9 +10,7 @@ import { parseArgs } from "node:util";
 import { ROOT_CONTEXT } from "@opentelemetry/api";
 import type { Principal } from "../../src/auth/principal.ts";
 import { createChatService } from "../../src/api/chat_service.ts";
-import { LocalAdmission } from "../../src/budget/local_admission.ts";
 import { RedisBudgetStore } from "../../src/budget/redis_store.ts";
-import { systemClock } from "../../src/clock.ts";
 import { createRuntime, type Runtime } from "../../src/compose.ts";
 import { buildConfigSchema } from "../../src/config.ts";
 import { RequestRecord } from "../../src/obs/request_record.ts";
@@ -70,14 +68,11 @@ export async function run(args: string[]): Promise<string> {
       ...quiet,
       store: RedisBudgetStore.fromConfig(config.guardrails.redis),
     });
-    const localRuntime = await createRuntime(config, {
-      ...quiet,
-      store: new LocalAdmission(RedisBudgetStore.fromConfig(config.guardrails.redis), {
-        clock: systemClock,
-        freshMs: config.guardrails.local_admission.fresh_ms,
-        maxInFlight: config.guardrails.local_admission.max_in_flight,
-      }),
-    });
+    // The redis store as deployed: local admission in front of it.
+    const localRuntime = await createRuntime(
+      { ...config, guardrails: { ...config.guardrails, store: "redis" } },
+      quiet,
+    );
     runtimes.push(memoryRuntime, redisRuntime, localRuntime);
     const memory = memoryRuntime.deps.edge!;
     const redis = redisRuntime.deps.edge!;

@@ -5,6 +5,7 @@ import {
   type BudgetStore,
   type Override,
   type SettleInput,
+  type SpendBudgets,
   type SpendScope,
   THRESHOLDS,
 } from "./store.ts";
@@ -24,6 +25,15 @@ export interface LocalAdmissionOptions {
  * alerts are always decided on the shared counters.
  */
 const MARGIN = 0.1;
+
+/** The highest fraction of the four tenant and user budgets, with `pending` added to each counter. */
+function fractionOf(spent: number[], pending: number, b: SpendBudgets): number {
+  let fraction = 0;
+  [b.tenant_day, b.tenant_month, b.user_day, b.user_month].forEach((budget, i) => {
+    if (budget > 0) fraction = Math.max(fraction, (spent[i] + pending) / budget);
+  });
+  return fraction;
+}
 
 /** What the store last said for one tenant, user and period, plus what was admitted since. */
 interface Entry {
@@ -81,10 +91,7 @@ export class LocalAdmission implements BudgetStore {
     if (!input.spend) return true;
     const pending = e.pendingSpend + input.spend.reserve;
     const b = input.spend.budgets;
-    const budgets = [b.tenant_day, b.tenant_month, b.user_day, b.user_month];
-    for (const [i, budget] of budgets.entries()) {
-      if (budget > 0 && e.spent[i] + pending >= budget * THRESHOLDS.alert) return false;
-    }
+    if (fractionOf(e.spent, pending, b) >= THRESHOLDS.alert) return false;
     return !(b.global_day > 0 && e.spent[4] + pending >= b.global_day * (1 - MARGIN));
   }
 
@@ -93,13 +100,7 @@ export class LocalAdmission implements BudgetStore {
     e.inFlight++;
     e.pendingTokens += input.tokens;
     e.pendingSpend += reserve;
-    let fraction = 0;
-    if (input.spend) {
-      const b = input.spend.budgets;
-      [b.tenant_day, b.tenant_month, b.user_day, b.user_month].forEach((budget, i) => {
-        if (budget > 0) fraction = Math.max(fraction, (e.spent[i] + e.pendingSpend) / budget);
-      });
-    }
+    const fraction = input.spend ? fractionOf(e.spent, e.pendingSpend, input.spend.budgets) : 0;
     let released = false;
     const release = () => {
       if (released) return;
