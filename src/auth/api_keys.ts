@@ -1,10 +1,9 @@
-import { encodeHex } from "./hex.ts";
+import { encodeHex, sha256Hex } from "./hex.ts";
 import type { Sql } from "../db/client.ts";
 import type { Principal } from "./principal.ts";
 
 export async function hashApiKey(key: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key));
-  return `sha256:${encodeHex(new Uint8Array(digest))}`;
+  return `sha256:${await sha256Hex(key)}`;
 }
 
 /** A new random API key; only its hash is ever stored. */

@@ -3,7 +3,7 @@ import uplotCss from "uplot/dist/uPlot.min.css" with { type: "text" };
 import uplotJs from "uplot/dist/uPlot.iife.min.js" with { type: "text" };
 import consoleCss from "./assets/console.css" with { type: "text" };
 import consoleJs from "./assets/console.js" with { type: "text" };
-import { encodeHex } from "../auth/hex.ts";
+import { sha256Hex } from "../auth/hex.ts";
 
 const JS = "text/javascript; charset=utf-8";
 const CSS = "text/css; charset=utf-8";
@@ -19,8 +19,7 @@ const FILES: Record<string, { body: string; type: string }> = {
 const etags = new Map(
   await Promise.all(
     Object.entries(FILES).map(async ([name, f]) => {
-      const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(f.body));
-      return [name, `"${encodeHex(new Uint8Array(digest)).slice(0, 32)}"`] as const;
+      return [name, `"${(await sha256Hex(f.body)).slice(0, 32)}"`] as const;
     }),
   ),
 );

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { encodeHex } from "../auth/hex.ts";
+import { sha256Hex } from "../auth/hex.ts";
 import type { Sql } from "../db/client.ts";
 
 /** One admin action, as the caller describes it; the chain fields are added on append. */
@@ -50,9 +50,7 @@ async function rowHash(prev: string, at: string, e: AuditEntry): Promise<string>
     e.request_id,
     e.reason,
   ]);
-  return encodeHex(
-    new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text))),
-  );
+  return await sha256Hex(text);
 }
 
 /**

@@ -1,4 +1,4 @@
-import { encodeHex } from "../auth/hex.ts";
+import { encodeHex, sha256Hex } from "../auth/hex.ts";
 import type { Sql } from "../db/client.ts";
 
 /** Usage-event retention of consumers and schools (and tenants with no row). */
@@ -84,11 +84,6 @@ export function csvCell(value: unknown): string {
   let text = value instanceof Date ? value.toISOString() : String(value);
   if (/^[=+\-@\t\r]/.test(text) && typeof value === "string") text = `'${text}`;
   return /[",\n\r]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
-}
-
-export async function sha256Hex(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return encodeHex(new Uint8Array(digest));
 }
 
 /** A tenant's or one user's events as JSONL or CSV, with the body's SHA-256. */

@@ -28,24 +28,39 @@ export async function latencySeries(sql: Sql, since: Date, bucket: "minute" | "h
   ];
 }
 
+/** One row of `errorsByCode`. */
+export interface ErrorCount {
+  error_code: string;
+  provider: string | null;
+  count: number;
+}
+
 /** Failed requests by error code (and provider), since a time. */
 export async function errorsByCode(sql: Sql, since: Date) {
   return [
-    ...await sql<Array<{ error_code: string; provider: string | null; count: number }>>`
+    ...await sql<ErrorCount[]>`
     SELECT error_code, provider, count(*)::int AS count FROM usage_events
     WHERE occurred_at >= ${since} AND NOT success
     GROUP BY error_code, provider ORDER BY count DESC, error_code`,
   ];
 }
 
+/** One day of one tenant's (or model's) spend, in `spendSeries`. */
+export interface DaySpend {
+  day: string;
+  key: string;
+  cost_usd: number;
+  managed_cost_usd: number;
+}
+
 /** $/tenant/day and $/model/day from the rollups, managed and total. */
 export async function spendSeries(sql: Sql, from: string) {
   const [tenants, models] = await Promise.all([
-    sql<Array<{ day: string; key: string; cost_usd: number; managed_cost_usd: number }>>`
+    sql<DaySpend[]>`
       SELECT day::text AS day, tenant_id AS key, cost_usd::float8 AS cost_usd,
         managed_cost_usd::float8 AS managed_cost_usd
       FROM usage_daily_tenant WHERE day >= ${from} ORDER BY day, tenant_id`,
-    sql<Array<{ day: string; key: string; cost_usd: number; managed_cost_usd: number }>>`
+    sql<DaySpend[]>`
       SELECT day::text AS day, model AS key, cost_usd::float8 AS cost_usd,
         managed_cost_usd::float8 AS managed_cost_usd
       FROM usage_daily_model WHERE day >= ${from} ORDER BY day, model`,
@@ -53,20 +68,21 @@ export async function spendSeries(sql: Sql, from: string) {
   return { tenants: [...tenants], models: [...models] };
 }
 
+/** One user's row of `usageByUser`. */
+export interface UserUsage {
+  user_id: string;
+  requests: number;
+  input_tokens: number;
+  output_tokens: number;
+  tool_calls: number;
+  audio_seconds: number;
+  cost_usd: number;
+}
+
 /** One tenant's usage per user over [from, to] (UTC days), biggest spenders first. */
 export async function usageByUser(sql: Sql, tenant: string, from: string, to: string) {
   return [
-    ...await sql<
-      Array<{
-        user_id: string;
-        requests: number;
-        input_tokens: number;
-        output_tokens: number;
-        tool_calls: number;
-        audio_seconds: number;
-        cost_usd: number;
-      }>
-    >`
+    ...await sql<UserUsage[]>`
     SELECT user_id, count(*)::int AS requests, sum(input_tokens)::float8 AS input_tokens,
       sum(output_tokens)::float8 AS output_tokens, sum(tool_calls_count)::float8 AS tool_calls,
       sum(audio_seconds_in + audio_seconds_out)::float8 AS audio_seconds,

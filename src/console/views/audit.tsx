@@ -1,14 +1,7 @@
 import { Notice } from "../components.tsx";
 import type { View, ViewContext } from "../page.ts";
-import { type AuditRow, AuditTable } from "./audit_table.tsx";
-
-/** What the view reads from `GET /admin/audit/verify`. */
-interface Verdict {
-  ok: boolean;
-  rows: number;
-  broken?: { id: number; reason: "content" | "link" };
-  head?: string;
-}
+import type { AuditRow, AuditVerdict as Verdict } from "../../control/audit.ts";
+import { AuditTable } from "./audit_table.tsx";
 
 const FILTERS = [
   ["actor", "Actor"],

@@ -1,20 +1,7 @@
 import { EmptyRow } from "../components.tsx";
 import { utc } from "../format.ts";
 
-/** One row of `GET /admin/audit`. */
-export interface AuditRow {
-  id: number;
-  at: string;
-  actor: string;
-  actor_tenant: string | null;
-  action: string;
-  target: string;
-  before: unknown;
-  after: unknown;
-  request_id: string | null;
-  reason: string | null;
-  hash: string;
-}
+import type { AuditRow } from "../../control/audit.ts";
 
 /** Audit rows, newest first, with each change's before and after on demand. */
 export function AuditTable(props: { id: string; caption: string; rows: AuditRow[] }) {

@@ -1,3 +1,4 @@
+import type { ErrorCount } from "../../metering/stats.ts";
 import { ApiError } from "../api_client.ts";
 import { EmptyRow } from "../components.tsx";
 import { count, percent } from "../format.ts";
@@ -6,7 +7,7 @@ import { HOUR_OPTIONS, HOURS, PeriodForm } from "./period_form.tsx";
 
 /** What the view reads from `GET /admin/stats/errors`. */
 interface ErrorsReply {
-  errors: Array<{ error_code: string; provider: string | null; count: number }>;
+  errors: ErrorCount[];
 }
 
 /** What the view reads from `GET /admin/providers`. */

@@ -1,12 +1,6 @@
 import { Notice } from "../components.tsx";
 import type { View } from "../page.ts";
-
-interface FlagState {
-  default: unknown;
-  overrides: Record<string, unknown>;
-  canary: { percent: number; value: unknown } | null;
-  killed: boolean;
-}
+import type { FlagState } from "../../control/flags.ts";
 
 /** What the view reads from `GET /admin/flags`. */
 interface FlagsReply {

@@ -1,18 +1,12 @@
 import { utc } from "../format.ts";
 import type { View } from "../page.ts";
-import { type AuditRow, AuditTable } from "./audit_table.tsx";
-
-interface Active {
-  params: Record<string, unknown>;
-  actor: string;
-  reason: string;
-  sources: string[];
-  since: string;
-}
+import type { AuditRow } from "../../control/audit.ts";
+import type { MitigationState } from "../../control/mitigations.ts";
+import { AuditTable } from "./audit_table.tsx";
 
 /** What the view reads from `GET /admin/mitigations`. */
 interface MitigationsReply {
-  mitigations: Record<string, { runbook: string; active: Active | null }>;
+  mitigations: Record<string, { runbook: string; active: MitigationState | null }>;
 }
 
 /** The edges whose autopilot holds a mitigation, by the start of their ids. */

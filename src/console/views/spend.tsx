@@ -1,20 +1,14 @@
+import type { DaySpend } from "../../metering/stats.ts";
 import { Chart, type ChartSpec, epochSeconds, type Series } from "../components.tsx";
 import { usd } from "../format.ts";
 import { choice, type View } from "../page.ts";
 import { PeriodForm } from "./period_form.tsx";
 
-interface DayRow {
-  day: string;
-  key: string;
-  cost_usd: number;
-  managed_cost_usd: number;
-}
-
 /** What the view reads from `GET /admin/stats/spend`. */
 interface SpendReply {
   from: string;
-  tenants: DayRow[];
-  models: DayRow[];
+  tenants: DaySpend[];
+  models: DaySpend[];
   global_daily_cap_usd: number;
 }
 
@@ -26,7 +20,7 @@ const DAY_OPTIONS: Array<[string, string]> = [
 const CAP_COLOR = "#9b1418";
 
 /** One series per key over the days any row has; a day without a row spent nothing. */
-function bySeries(rows: DayRow[], cap: number, managedTotal: boolean): ChartSpec {
+function bySeries(rows: DaySpend[], cap: number, managedTotal: boolean): ChartSpec {
   const days = [...new Set(rows.map((r) => r.day))].sort();
   const keys = [...new Set(rows.map((r) => r.key))].sort();
   const at = new Map(rows.map((r) => [`${r.day}\u0000${r.key}`, r]));

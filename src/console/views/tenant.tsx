@@ -1,4 +1,5 @@
 import type { UsageTotals } from "../../metering/ledger.ts";
+import type { UserUsage } from "../../metering/stats.ts";
 import { EmptyRow, StateBadge } from "../components.tsx";
 import { count, percent, usd } from "../format.ts";
 import { choice, type View } from "../page.ts";
@@ -17,23 +18,13 @@ interface CurrentReply {
   month: UsageTotals & { month: string; budget: Budget };
 }
 
-interface UserRow {
-  user_id: string;
-  requests: number;
-  input_tokens: number;
-  output_tokens: number;
-  tool_calls: number;
-  audio_seconds: number;
-  cost_usd: number;
-}
-
 /** What the view reads from `GET /v1/usage/users`. */
 interface UsersReply {
   tenant_id: string;
   period: "day" | "month";
   from: string;
   to: string;
-  users: UserRow[];
+  users: UserUsage[];
 }
 
 const seconds = (n: number) => `${n.toFixed(1)} s`;
@@ -69,8 +60,8 @@ function UsageCard(props: { id: string; heading: string; totals: UsageTotals; bu
   );
 }
 
-function UsersTable(props: { users: UserRow[]; caption: string }) {
-  const sum = (pick: (u: UserRow) => number) => props.users.reduce((n, u) => n + pick(u), 0);
+function UsersTable(props: { users: UserUsage[]; caption: string }) {
+  const sum = (pick: (u: UserUsage) => number) => props.users.reduce((n, u) => n + pick(u), 0);
   return (
     <table id="users-table">
       <caption class="visually-hidden">{props.caption}</caption>
