@@ -4,6 +4,7 @@ import type { Sql } from "./client.ts";
 const MIGRATIONS = [
   { version: 1, file: "001_ledger.sql" },
   { version: 2, file: "002_control.sql" },
+  { version: 3, file: "003_ttft.sql" },
 ];
 
 /** Arbitrary but fixed: every aggregator replica takes the same lock. */

@@ -391,6 +391,7 @@ for (const kind of DB_KINDS) {
       assert.deepEqual(rows.map((r) => ({ ...r })), [
         { version: 1, file: "001_ledger.sql" },
         { version: 2, file: "002_control.sql" },
+        { version: 3, file: "003_ttft.sql" },
       ]);
     });
   });
@@ -406,10 +407,10 @@ Deno.test("postgres: a fresh database migrates once; two concurrent migrate() ca
     const errors = settled.flatMap((s) => s.status === "rejected" ? [String(s.reason)] : []);
     assert.deepEqual(errors, [], "both succeed");
     const results = settled.map((s) => (s as PromiseFulfilledResult<number[]>).value);
-    assert.deepEqual(results.flat(), [1, 2], "exactly one of them applied the migrations");
+    assert.deepEqual(results.flat(), [1, 2, 3], "exactly one of them applied the migrations");
     assert.ok(results.some((r) => r.length === 0));
     const rows = await a`SELECT version FROM schema_migrations ORDER BY version`;
-    assert.deepEqual(rows.map((r) => r.version), [1, 2]);
+    assert.deepEqual(rows.map((r) => r.version), [1, 2, 3]);
     const [t] = await b`SELECT count(*)::int AS n FROM information_schema.tables
       WHERE table_schema = 'public' AND table_name LIKE 'usage_%'`;
     assert.equal(t.n, 4);
@@ -468,3 +469,21 @@ for (const kind of DB_KINDS) {
     });
   });
 }
+
+Deno.test("postgres: a ledger released at version 2 gains ttft_ms from migration 3", async () => {
+  const pg = await freshPostgres();
+  const sql = postgres(pg.url, { max: 1, onnotice: () => {} });
+  try {
+    await migrate(sql);
+    // As a ledger migrated before 003 existed.
+    await sql`ALTER TABLE usage_events DROP COLUMN ttft_ms`;
+    await sql`DELETE FROM schema_migrations WHERE version = 3`;
+    assert.deepEqual(await migrate(sql), [3]);
+    const [col] = await sql`SELECT data_type FROM information_schema.columns
+      WHERE table_name = 'usage_events' AND column_name = 'ttft_ms'`;
+    assert.equal(col.data_type, "integer");
+  } finally {
+    await sql.end();
+    await pg.drop();
+  }
+});

@@ -35,9 +35,6 @@ CREATE TABLE budget_overrides (
 
 ALTER TABLE api_keys ADD COLUMN last_used_at timestamptz;
 
--- Time to first token of streamed requests, for the console's latency charts.
-ALTER TABLE usage_events ADD COLUMN ttft_ms integer;
-
 -- Tenants' own provider keys, by reference. A local key store keeps the
 -- envelope-encrypted key here; a vault keeps it itself (envelope NULL).
 CREATE TABLE byok_keys (
