@@ -12,6 +12,7 @@ import {
   explainBreach,
   type Rules,
   type Sample,
+  secs,
   trim,
   type Verdict,
 } from "./signals.ts";
@@ -141,8 +142,6 @@ class Watcher {
   }
 }
 
-const seconds = (ms: number) => `${+(ms / 1000).toFixed(2)}s`;
-
 export async function runRollout(plan: RolloutPlan, deps: RolloutDeps): Promise<RolloutResult> {
   const { traffic, timer, log, signal } = deps;
   const keepMs = Math.max(plan.rules.errors.windowMs, plan.rules.latency.windowMs);
@@ -214,7 +213,7 @@ export async function runRollout(plan: RolloutPlan, deps: RolloutDeps): Promise<
         }
         const v = verdicts();
         log(
-          `  [+${seconds(now - t0)}] ${step}% ${canary.w.label}: ${
+          `  [+${secs(now - t0)}] ${step}% ${canary.w.label}: ${
             v.canary.map(describeVerdict).join("; ")
           }${v.stable ? ` | ${stable!.w.label}: ${v.stable.map(describeVerdict).join("; ")}` : ""}`,
         );
@@ -235,11 +234,9 @@ export async function runRollout(plan: RolloutPlan, deps: RolloutDeps): Promise<
         if (rb1.state === "ok" && rb2.state !== "warming") break;
         if (elapsed >= plan.stepMs + plan.holdMs) {
           return await rollback(
-            `inconclusive at ${step}%: after ${seconds(elapsed)} the ${canary.w.label} still has ${
+            `inconclusive at ${step}%: after ${secs(elapsed)} the ${canary.w.label} still has ${
               rb1.state === "warming" ? "no whole window" : `only ${rb1.total} requests`
-            } (at least ${plan.rules.minRequests} needed in ${
-              seconds(plan.rules.errors.windowMs)
-            })`,
+            } (at least ${plan.rules.minRequests} needed in ${secs(plan.rules.errors.windowMs)})`,
           );
         }
       }
@@ -276,26 +273,26 @@ export function describePlan(
   const lines = [
     ...deps.traffic.describe(),
     `steps: ${plan.steps.map((s) => `${s}%`).join(" → ")}, then promote; each step at least ${
-      seconds(plan.stepMs)
+      secs(plan.stepMs)
     }`,
     `watch: ${deps.canary.label}${
       deps.stable ? ` (decides) and ${deps.stable.label} (for comparison)` : ""
-    }, every ${seconds(plan.pollMs)}`,
-    `  RB-1: 5xx share of /v1/ requests over ${seconds(r.errors.windowMs)} > ${
+    }, every ${secs(plan.pollMs)}`,
+    `  RB-1: 5xx share of /v1/ requests over ${secs(r.errors.windowMs)} > ${
       pct(r.errors.threshold)
     }`,
     `  RB-2: P${+(r.latency.quantile * 100).toFixed(1)} of non-streamed chat over ${
-      seconds(r.latency.windowMs)
+      secs(r.latency.windowMs)
     } > the latency SLO (more than ${pct(1 - r.latency.quantile)} slower than it)`,
     `  a window judges once it is whole and holds ≥ ${r.minRequests} requests; a step still`,
-    `  unjudged ${seconds(plan.holdMs)} after its end is inconclusive (rolled back)`,
+    `  unjudged ${secs(plan.holdMs)} after its end is inconclusive (rolled back)`,
     `on a breach (or ${plan.maxPollFailures} unreadable canary samples in a row, or Ctrl-C): roll back, exit 1`,
   ];
   const longest = Math.max(r.errors.windowMs, r.latency.windowMs);
   if (plan.stepMs < longest) {
     lines.push(
-      `note: steps (${seconds(plan.stepMs)}) are shorter than the longest window (${
-        seconds(longest)
+      `note: steps (${secs(plan.stepMs)}) are shorter than the longest window (${
+        secs(longest)
       }): the first step waits for whole windows, later ones are judged partly on earlier traffic`,
     );
   }

@@ -212,7 +212,8 @@ export function trim(history: Sample[], keepMs: number): Sample[] {
 }
 
 const pct = (r: number | null) => r === null ? "n/a" : `${(r * 100).toFixed(1)}%`;
-const secs = (ms: number) => `${+(ms / 1000).toFixed(2)}s`;
+/** A duration for a report line: "1.5s". */
+export const secs = (ms: number) => `${+(ms / 1000).toFixed(2)}s`;
 
 /** One verdict as a line of the report. */
 export function describeVerdict(v: Verdict): string {
