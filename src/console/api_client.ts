@@ -29,11 +29,19 @@ async function failure(res: Response): Promise<ApiError> {
 
 /**
  * Calls the gateway's own API in-process with the caller's JWT, so the
- * console gets exactly the API's RBAC, tenant scoping and audit trail.
+ * console gets exactly the API's RBAC, tenant scoping and audit trail. The
+ * console request's id rides along, so its log line and the audit rows it
+ * caused share one id.
  */
-export function apiClient(app: () => Fetcher, origin: string, jwt?: string): ApiClient {
+export function apiClient(
+  app: () => Fetcher,
+  origin: string,
+  jwt?: string,
+  requestId?: string,
+): ApiClient {
   const send = async (method: string, path: string, body?: unknown) => {
     const headers: Record<string, string> = jwt ? { authorization: `Bearer ${jwt}` } : {};
+    if (requestId) headers["x-request-id"] = requestId;
     if (body !== undefined) headers["content-type"] = "application/json";
     const res = await app().fetch(
       new Request(new URL(path, origin), {

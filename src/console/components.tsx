@@ -77,10 +77,10 @@ export function Chart(
   );
 }
 
-/** Budget states as the guard names them, each with its own colour and words. */
 /** A budget action as the console words it: "none" reads as "ok". */
-export const stateLabel = (state: string) => (state === "none" ? "ok" : state);
+const stateLabel = (state: string) => (state === "none" ? "ok" : state);
 
+/** Budget states as the guard names them, each with its own colour and words. */
 export function StateBadge(props: { state: string }) {
   const label = stateLabel(props.state);
   return <span class={`badge ${label}`}>{label}</span>;

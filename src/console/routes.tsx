@@ -59,7 +59,8 @@ const MAX_FORM_BYTES = 64 * 1024;
  */
 export function consoleRoutes(deps: ConsoleDeps) {
   const app = new Hono<ConsoleEnv>();
-  const api = (c: Context<ConsoleEnv>) => apiClient(deps.app, new URL(c.req.url).origin, c.var.jwt);
+  const api = (c: Context<ConsoleEnv>) =>
+    apiClient(deps.app, new URL(c.req.url).origin, c.get("jwt"), c.get("requestId"));
   const session = requireSession(deps.tokens);
 
   app.use("*", securityHeaders);

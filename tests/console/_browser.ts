@@ -71,8 +71,12 @@ export async function signIn(
 
 const SHOTS = new URL("../../docs/screenshots/", import.meta.url);
 
-/** The viewport as docs/screenshots/<name>.png, for the README. */
+/**
+ * The viewport as docs/screenshots/<name>.png, for the README, when
+ * CVG_SCREENSHOTS is set: the images hold dates, so every run would change them.
+ */
 export async function screenshot(page: Page, name: string) {
+  if (!Deno.env.get("CVG_SCREENSHOTS")) return;
   await page.evaluate(() => document.fonts.ready);
   await page.screenshot({ path: decodeURIComponent(new URL(`${name}.png`, SHOTS).pathname) });
 }

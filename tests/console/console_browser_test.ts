@@ -7,7 +7,6 @@
  */
 import assert from "node:assert/strict";
 import type { Browser, Page } from "playwright-core";
-import { stateLabel } from "../../src/console/components.tsx";
 import { count, ms, usd } from "../../src/console/format.ts";
 import { type Json, ok } from "../support/admin_client.ts";
 import {
@@ -119,7 +118,7 @@ async function operatorViews(browser: Browser, f: ConsoleFixture) {
   const budgets = ok(await root.get("/admin/stats/budgets")).tenants as Json[];
   for (const b of budgets) {
     const row = page.locator(`#budgets-table tr[data-tenant="${b.tenant_id}"]`);
-    assert.equal(await row.locator(".badge").textContent(), stateLabel(b.state));
+    assert.equal(await row.locator(".badge").textContent(), b.state === "none" ? "ok" : b.state);
   }
   assert.ok(
     ["alert", "downgrade", "block"].includes(budgets.find((b) => b.tenant_id === GLOBEX).state),
@@ -230,7 +229,8 @@ async function tenantAdmin(browser: Browser, f: ConsoleFixture) {
   assert.equal(billing.suggestedFilename(), `billing-${ACME}-${month}.csv`);
   const csv = await Deno.readTextFile((await billing.path())!);
   assert.match(csv, /^tenant_id,day,model,lane,requests/);
-  assert.ok(csv.split("\n").slice(1, -2).every((line) => line.startsWith(`${ACME},`)));
+  const dayLines = csv.split("\n").slice(1, -2);
+  assert.ok(dayLines.length > 0 && dayLines.every((line) => line.startsWith(`${ACME},`)), csv);
 
   await page.getByLabel("GDPR export format").selectOption("jsonl");
   const [gdpr] = await Promise.all([

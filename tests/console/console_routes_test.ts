@@ -239,6 +239,7 @@ Deno.test("console: a POST from another origin is refused before anything runs",
     assert.equal(entry.action, "flag.canary.promote");
     assert.equal(entry.reason, "promoted from the console");
     assert.equal(entry.actor, "root");
+    assert.equal(entry.request_id, res.headers.get("x-request-id"), "one id for page and change");
   });
 });
 

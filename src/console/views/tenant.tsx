@@ -152,9 +152,10 @@ export const tenantView: View = async (ctx) => {
   const period = choice(ctx, "period", ["day", "month"] as const, "day");
   const own = !asked || asked === ctx.principal.tenant_id;
   const scope = asked ? `&tenant_id=${encodeURIComponent(asked)}` : "";
-  // The per-user read comes first: it is the one that refuses another tenant.
-  const users = await ctx.api.get<UsersReply>(`/v1/usage/users?period=${period}${scope}`);
-  const current = own ? await ctx.api.get<CurrentReply>("/v1/usage/current") : undefined;
+  const [users, current] = await Promise.all([
+    ctx.api.get<UsersReply>(`/v1/usage/users?period=${period}${scope}`),
+    own ? ctx.api.get<CurrentReply>("/v1/usage/current") : undefined,
+  ]);
   const tenant = users.tenant_id;
   const link = (p: string) =>
     `/console/tenant?period=${p}${asked ? `&tenant=${encodeURIComponent(asked)}` : ""}`;
