@@ -96,9 +96,8 @@ async function readSnapshot(sql: Sql): Promise<Omit<ControlSnapshot, "version">>
  */
 export function createControlStore(deps: ControlStoreDeps) {
   const { sql, clock, log, health } = deps;
+  /** After a change it stays as the fallback, expired, until the rebuild succeeds. */
   let cached: { snapshot: ControlSnapshot; at: number } | undefined;
-  /** The copy before the last change: what reads fall back on if the rebuild fails. */
-  let stale: ControlSnapshot | undefined;
   let building: Promise<ControlSnapshot> | undefined;
   const listeners: Array<() => Promise<unknown>> = [];
 
@@ -123,8 +122,7 @@ export function createControlStore(deps: ControlStoreDeps) {
     try {
       return await building;
     } catch (err) {
-      const last = cached?.snapshot ?? stale;
-      if (last) return last;
+      if (cached) return cached.snapshot;
       throw err;
     }
   }
@@ -144,10 +142,10 @@ export function createControlStore(deps: ControlStoreDeps) {
         throw readOnlyError("the read_only mitigation is on; admin writes are refused");
       }
     }
-    const result = await health.run("control_write", () =>
+    const c = await health.run("control_write", () =>
       sql.begin(async (tx) => {
         const c = await fn(tx as unknown as Sql);
-        if (c.noop) return c.result;
+        if (c.noop) return c;
         const entry: AuditEntry = {
           ...who,
           action: what.action,
@@ -157,13 +155,14 @@ export function createControlStore(deps: ControlStoreDeps) {
           after: c.after ?? null,
         };
         await appendAudit(tx as unknown as Sql, entry, clock.now());
-        return c.result;
-      }) as Promise<T>);
-    if (cached) stale = cached.snapshot;
-    cached = undefined;
+        return c;
+      }) as Promise<Change<T>>);
+    // Nothing changed: no audit row, and no snapshot for the edges to rebuild.
+    if (c.noop) return c.result;
+    if (cached) cached.at = -Infinity;
     log.warn("admin change", { ...who, action: what.action, target: what.target });
     for (const l of listeners) await l();
-    return result;
+    return c.result;
   }
 
   /** Appends an entry that changes nothing (a tool denial seen by an edge). */

@@ -307,7 +307,11 @@ Deno.test("RB-4 autopilot: voice sockets dropped mid-session switch voice to tex
     await dropVoiceSocket(gw, token);
     await dropVoiceSocket(gw, token);
     await waitUntil(async () => (await dropouts()) === 2, "two voice dropouts counted");
-    // (Deno reports a cut connection as code 0, so it is labelled "0", not "abnormal_1006".)
+    // Deno reports a cut connection as code 0; it is counted as the abnormal closure it is.
+    assert.equal(
+      await metric(gw, "convergio_ws_dropouts_total", { kind: "voice", reason: "abnormal_1006" }),
+      2,
+    );
     assert.equal(await metric(gw, "convergio_ws_dropouts_total", { reason: "1000" }), 0);
     assert.equal(await metric(gw, "convergio_ws_sessions_total", { kind: "voice" }), 4);
 

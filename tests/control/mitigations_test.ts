@@ -5,6 +5,10 @@
  * levers (rollback, kill switch) and the API's validation.
  */
 import assert from "node:assert/strict";
+import {
+  applyMitigation as leverApply,
+  revertMitigation as leverRevert,
+} from "../../src/control/levers.ts";
 import { MITIGATION_NAMES } from "../../src/control/mitigations.ts";
 import type { TestGateway } from "../support/gateway.ts";
 import { json, type Received, withUpstream } from "../support/recording_upstream.ts";
@@ -591,6 +595,19 @@ Deno.test("mitigations API: validation and access", async () => {
       ["mitigation.apply", "mitigation:disable_tools"],
     ]);
     assert.equal(await mitigationState(gw, admin, "lower_model"), null);
+
+    // An autopilot can neither take over nor lift the operator's mitigation: both
+    // calls change nothing, so they write no audit row and announce no change.
+    const control = gw.deps.aggregator!.control;
+    const edge = { actor: "autopilot", actor_tenant: null, request_id: null };
+    const changes = () => gw.logs.filter((l) => l.msg === "admin change").length;
+    const before = changes();
+    const held = { reason: "autopilot: RB-2", source: "edge-x" };
+    await leverApply(control, gw.deps.config, edge, "disable_tools", held);
+    await leverRevert(control, edge, "disable_tools", held);
+    assert.equal(changes(), before);
+    assert.equal((await audit(gw, admin, { action: "mitigation." })).length, 1);
+    assert.equal((await mitigationState(gw, admin, "disable_tools"))?.actor, ADMIN_USER);
 
     // The list names every mitigation with its runbook.
     const list = await call(gw, "GET", "/admin/mitigations", { token: admin });
