@@ -11,7 +11,7 @@ import { overlaid } from "../control/view.ts";
 import type { Sql } from "../db/client.ts";
 import { GatewayError } from "../errors.ts";
 import { errorsByCode, latencySeries, spendSeries } from "../metering/stats.ts";
-import { monthStart } from "../metering/ledger.ts";
+import { monthSpendByTenant } from "../metering/ledger.ts";
 import type { AppEnv } from "./context.ts";
 
 export interface AdminStatsDeps {
@@ -80,16 +80,7 @@ export function adminStatsRoutes(deps: AdminStatsDeps) {
   app.get("/stats/budgets", async (c) => {
     const day = today();
     const effective = overlaid(config, await deps.control.snapshot());
-    const rows = await health.run(
-      "stats",
-      () =>
-        sql<Array<{ tenant_id: string; day_usd: number; month_usd: number }>>`
-        SELECT tenant_id,
-          coalesce(sum(managed_cost_usd) FILTER (WHERE day = ${day}), 0)::float8 AS day_usd,
-          sum(managed_cost_usd)::float8 AS month_usd
-        FROM usage_daily_tenant WHERE day BETWEEN ${monthStart(day)} AND ${day}
-        GROUP BY tenant_id`,
-    );
+    const rows = await health.run("stats", () => monthSpendByTenant(sql, day));
     const tenants = rows.map((r) => {
       const limits = tenantLimits(effective, r.tenant_id);
       const fraction = (spent: number, budget: number) => (budget > 0 ? spent / budget : 0);

@@ -33,14 +33,19 @@ export async function tenantTotals(
   return row as unknown as UsageTotals;
 }
 
-/** Managed spend per tenant for a day and its month, plus the day's global total: what reconciliation needs. */
-export async function managedSpend(sql: Sql, day: string) {
-  const rows = await sql<{ tenant_id: string; day_usd: number; month_usd: number }[]>`
+/** Managed spend of every tenant with usage this month, for a day and its month to date. */
+export async function monthSpendByTenant(sql: Sql, day: string) {
+  return await sql<{ tenant_id: string; day_usd: number; month_usd: number }[]>`
     SELECT tenant_id,
       coalesce(sum(managed_cost_usd) FILTER (WHERE day = ${day}), 0)::float8 AS day_usd,
       sum(managed_cost_usd)::float8 AS month_usd
     FROM usage_daily_tenant WHERE day BETWEEN ${monthStart(day)} AND ${day}
-    GROUP BY tenant_id HAVING sum(managed_cost_usd) > 0`;
+    GROUP BY tenant_id`;
+}
+
+/** Managed spend per tenant for a day and its month, plus the day's global total: what reconciliation needs. */
+export async function managedSpend(sql: Sql, day: string) {
+  const rows = (await monthSpendByTenant(sql, day)).filter((r) => r.month_usd > 0);
   const global_day_usd = rows.reduce((sum, r) => sum + r.day_usd, 0);
   return { day, tenants: rows, global_day_usd };
 }
