@@ -9,7 +9,7 @@ import type { DbHealth } from "../control/db_health.ts";
 import type { ControlStore } from "../control/store.ts";
 import { overlaid } from "../control/view.ts";
 import type { Sql } from "../db/client.ts";
-import { GatewayError } from "../errors.ts";
+import { parseQuery } from "./body.ts";
 import { errorsByCode, latencySeries, spendSeries } from "../metering/stats.ts";
 import { monthSpendByTenant } from "../metering/ledger.ts";
 import type { AppEnv } from "./context.ts";
@@ -38,34 +38,24 @@ export function adminStatsRoutes(deps: AdminStatsDeps) {
   const app = new Hono<AppEnv>();
   app.use("/stats/*", requireRole("admin"));
 
-  const query = (raw: Record<string, string>) => {
-    const q = Query.safeParse(raw);
-    if (!q.success) {
-      const issue = q.error.issues[0];
-      throw new GatewayError("request.invalid", `${issue.path.join(".")}: ${issue.message}`, {
-        param: String(issue.path[0]),
-      });
-    }
-    return q.data;
-  };
   const since = (hours: number) => new Date(clock.now() - hours * 3_600_000);
   const today = () => new Date(clock.now()).toISOString().slice(0, 10);
 
   app.get("/stats/latency", async (c) => {
-    const q = query(c.req.query());
+    const q = parseQuery(c, Query);
     const bucket = q.bucket ?? (q.hours <= 6 ? "minute" : "hour");
     const series = await health.run("stats", () => latencySeries(sql, since(q.hours), bucket));
     return c.json({ bucket, series, request_id: c.var.requestId });
   });
 
   app.get("/stats/errors", async (c) => {
-    const q = query(c.req.query());
+    const q = parseQuery(c, Query);
     const errors = await health.run("stats", () => errorsByCode(sql, since(q.hours)));
     return c.json({ hours: q.hours, errors, request_id: c.var.requestId });
   });
 
   app.get("/stats/spend", async (c) => {
-    const q = query(c.req.query());
+    const q = parseQuery(c, Query);
     const from = new Date(clock.now() - (q.days - 1) * 86_400_000).toISOString().slice(0, 10);
     const spend = await health.run("stats", () => spendSeries(sql, from));
     return c.json({

@@ -15,13 +15,24 @@ export function parseJsonText<S extends z.ZodType>(text: string, schema: S): z.i
   } catch {
     throw new GatewayError("request.invalid", "request body is not valid JSON");
   }
+  return parseValue(raw, schema);
+}
+
+/** A query string's parameters, validated the same way; a whole-query problem names "query". */
+export function parseQuery<S extends z.ZodType>(c: Context, schema: S): z.infer<S> {
+  return parseValue(c.req.query(), schema, "query");
+}
+
+/** Validates a value; a failure is `request.invalid` naming the field (or `whole`). */
+function parseValue<S extends z.ZodType>(raw: unknown, schema: S, whole?: string): z.infer<S> {
   const parsed = schema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const field = issue.path.join(".");
+    const name = field || whole;
     throw new GatewayError(
       "request.invalid",
-      field ? `${field}: ${issue.message}` : issue.message,
+      name ? `${name}: ${issue.message}` : issue.message,
       field ? { param: field } : {},
     );
   }

@@ -10,6 +10,7 @@ import type { Clock } from "../clock.ts";
 import type { Config } from "../config.ts";
 import type { Sql } from "../db/client.ts";
 import { GatewayError } from "../errors.ts";
+import { parseQuery } from "./body.ts";
 import { csvCell } from "../metering/gdpr.ts";
 import { billingRows, listEvents, monthStart, tenantTotals } from "../metering/ledger.ts";
 import type { AppEnv } from "./context.ts";
@@ -33,17 +34,15 @@ const EventQuery = z.strictObject({
   cursor: z.string().min(1).optional(),
 });
 
-function parseQuery<S extends z.ZodType>(schema: S, query: Record<string, string>): z.infer<S> {
-  const parsed = schema.safeParse(query);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const field = issue.path.join(".");
-    throw new GatewayError("request.invalid", `${field || "query"}: ${issue.message}`, {
-      ...(field ? { param: field } : {}),
-    });
-  }
-  return parsed.data;
-}
+const UsersQuery = z.strictObject({
+  period: z.enum(["day", "month"]).default("day"),
+  tenant_id: z.string().min(1).optional(),
+});
+
+const BillingQuery = z.strictObject({
+  month: z.string().regex(/^\d{4}-(0[1-9]|1[0-2])$/, "must be YYYY-MM"),
+  tenant_id: z.string().min(1).optional(),
+});
 
 const encodeCursor = (row: { occurred_at: string; request_id: string }) =>
   btoa(JSON.stringify([row.occurred_at, row.request_id]));
@@ -98,13 +97,7 @@ export function usageRoutes(deps: UsageRouteDeps) {
 
   /** The tenant's usage per user, this UTC day or month. */
   app.get("/users", async (c) => {
-    const q = parseQuery(
-      z.strictObject({
-        period: z.enum(["day", "month"]).default("day"),
-        tenant_id: z.string().min(1).optional(),
-      }),
-      c.req.query(),
-    );
+    const q = parseQuery(c, UsersQuery);
     const tenant = scopedTenant(c.var.principal, q.tenant_id) ?? c.var.principal.tenant_id;
     const day = new Date(clock.now()).toISOString().slice(0, 10);
     const from = q.period === "day" ? day : monthStart(day);
@@ -119,7 +112,7 @@ export function usageRoutes(deps: UsageRouteDeps) {
   });
 
   app.get("/events", async (c) => {
-    const q = parseQuery(EventQuery, c.req.query());
+    const q = parseQuery(c, EventQuery);
     const tenant = scopedTenant(c.var.principal, q.tenant_id);
     const rows = await listEvents(sql, {
       tenant_id: tenant,
@@ -139,13 +132,7 @@ export function usageRoutes(deps: UsageRouteDeps) {
   });
 
   app.get("/billing.csv", async (c) => {
-    const q = parseQuery(
-      z.strictObject({
-        month: z.string().regex(/^\d{4}-(0[1-9]|1[0-2])$/, "must be YYYY-MM"),
-        tenant_id: z.string().min(1).optional(),
-      }),
-      c.req.query(),
-    );
+    const q = parseQuery(c, BillingQuery);
     const tenant = scopedTenant(c.var.principal, q.tenant_id) ?? c.var.principal.tenant_id;
     const rows = await billingRows(sql, tenant, q.month);
     const header =
